@@ -1,0 +1,3 @@
+"""celery-provision: secure-by-construction Celery deployments from one Ansible inventory."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,212 @@
+"""The `celery-provision` command: parses arguments, calls the library, prints. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import ProvisionError
+
+__all__ = ["main"]
+
+PROG = "celery-provision"
+
+
+def _deployment(args: argparse.Namespace) -> Any:
+    from . import model
+
+    return model.load(args.inventory, pki_dir=getattr(args, "pki_dir", None))
+
+
+def _progress() -> Callable[[int, int], None]:
+    tty = sys.stderr.isatty()
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        if total < 20:
+            return
+        pct = done * 100 // total
+        if tty:
+            print(f"\rissuing certificates: {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+        elif pct // 10 != last[0]:
+            last[0] = pct // 10
+            print(f"issuing certificates: {done}/{total} ({pct}%)", file=sys.stderr)
+
+    return show
+
+
+def _print_report(report: Any, verbose: bool = True) -> None:
+    for action, name, detail in report.events:
+        if action != "unchanged" and verbose:
+            print(f"{action:>9}  {name}" + (f"  ({detail})" if detail and detail != name else ""))
+    unchanged = report.count("unchanged")
+    print(f"certs: {report.summary()}" + (f"; {unchanged} unchanged" if unchanged else ""))
+
+
+# --------------------------------------------------------------------------- certs
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from . import pki
+
+    d = _deployment(args)
+    _print_report(pki.issue(d, force_ca=args.force, only=()))
+    return 0
+
+
+def cmd_certs_issue(args: argparse.Namespace) -> int:
+    from . import pki
+
+    d = _deployment(args)
+    report = pki.issue(d, only=args.host or None, progress=_progress())
+    _print_report(report)
+    return 0
+
+
+def cmd_certs_renew(args: argparse.Namespace) -> int:
+    from . import pki
+
+    d = _deployment(args)
+    _print_report(pki.renew(d, args.within, progress=_progress()))
+    return 0
+
+
+def cmd_certs_revoke(args: argparse.Namespace) -> int:
+    from . import pki
+
+    d = _deployment(args)
+    kinds = (args.kind,) if args.kind != "all" else pki.KINDS
+    _print_report(pki.revoke(d, args.name, kinds=kinds, reason=args.reason))
+    return 0
+
+
+def cmd_certs_prune(args: argparse.Namespace) -> int:
+    from . import pki
+
+    _print_report(pki.prune(_deployment(args)))
+    return 0
+
+
+def cmd_certs_list(args: argparse.Namespace) -> int:
+    from . import pki
+
+    rows = pki.inventory_rows(_deployment(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [["NAME", "KIND", "KEY", "SANS", "EXPIRES", "DAYS", "STATUS"]]
+    for r in rows:
+        table.append([r["name"], r["kind"], r["key_type"], ",".join(r["sans"]) or "-",
+                      (r["not_after"] or "-")[:10], str(r["days_left"]), r["status"]])
+    print(_table(table))
+    return 0
+
+
+def cmd_certs_check(args: argparse.Namespace) -> int:
+    from . import pki
+
+    problems = pki.check(_deployment(args))
+    for p in problems:
+        print(f"FAIL  {p}")
+    print(f"certs check: {len(problems)} problem(s)" if problems else "certs check: ok")
+    return 1 if problems else 0
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    from . import credentials
+
+    d = _deployment(args)
+    created = credentials.ensure(d)
+    for c in created:
+        print(f"  created  {c.service}/{c.user}")
+    total = len(credentials.wanted(d))
+    print(f"credentials: {len(created)} created, {total - len(created)} unchanged")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import export
+
+    print(json.dumps(export.export(_deployment(args)), indent=1, sort_keys=True))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Secure-by-construction Celery deployments.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def inv(sp: argparse.ArgumentParser, pki_dir: bool = True) -> argparse.ArgumentParser:
+        sp.add_argument("-i", "--inventory", required=True, help="Ansible inventory (file or directory)")
+        if pki_dir:
+            sp.add_argument("--pki-dir", help="PKI directory (default: derived from the inventory)")
+        return sp
+
+    certs = sub.add_parser("certs", help="the PKI: CA, server, client and signing certificates")
+    csub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    sp = inv(csub.add_parser("init", help="create the CA (never replaces one without --force)"))
+    sp.add_argument("--force", action="store_true", help="retire the existing CA and create a new one")
+    sp.set_defaults(func=cmd_certs_init)
+    sp = inv(csub.add_parser("issue", help="issue every missing or stale certificate"))
+    sp.add_argument("--host", action="append", help="only this host (repeatable)")
+    sp.set_defaults(func=cmd_certs_issue)
+    sp = inv(csub.add_parser("renew", help="reissue certificates that expire soon"))
+    sp.add_argument("--within", type=int, required=True, metavar="DAYS", help="renew what expires within DAYS")
+    sp.set_defaults(func=cmd_certs_renew)
+    sp = inv(csub.add_parser("revoke", help="revoke a host's certificates and publish the CRL"))
+    sp.add_argument("name", help="inventory host name")
+    sp.add_argument("--kind", choices=("all", "server", "client", "signing"), default="all")
+    sp.add_argument("--reason", default="revoked by operator")
+    sp.set_defaults(func=cmd_certs_revoke)
+    inv(csub.add_parser("prune", help="revoke and delete certificates of hosts no longer in the inventory")
+        ).set_defaults(func=cmd_certs_prune)
+    sp = inv(csub.add_parser("list", help="table of certificates, expiry and status"))
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_certs_list)
+    inv(csub.add_parser("check", help="verify chains, key pairs, expiry and permissions")).set_defaults(
+        func=cmd_certs_check)
+
+    inv(sub.add_parser("credentials", help="generate missing broker passwords (0600 files)"),
+        pki_dir=False).set_defaults(func=cmd_credentials)
+    inv(sub.add_parser("export", help="print every host's role variables as JSON (contains secrets)")
+        ).set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: one readable line and a non-zero exit for any error, never a traceback."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ProvisionError as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: still one line
+        if args.debug:
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

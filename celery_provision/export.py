@@ -1,0 +1,111 @@
+"""The bridge to Ansible: the model turned into each host's role variables (JSON)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from . import acl, credentials
+from .model import Deployment, Host, is_ip
+from .pki import Layout
+
+__all__ = ["host_vars", "export"]
+
+
+def _cidr(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _sources(d: Deployment, host: Host, clients: list[Host]) -> list[str]:
+    """Who may connect to a broker: its clients, its peers, and the admin networks (IPs only)."""
+    peers = [h for h in d.group("rabbitmq" if host.is_rabbitmq else "redis") if h.name != host.name]
+    out: dict[str, None] = {}
+    for h in [*clients, *peers]:
+        if is_ip(h.address):
+            out.setdefault(_cidr(h.address), None)
+    for net in d.settings.admin_networks:
+        out.setdefault(str(ipaddress.ip_network(net)), None)
+    return list(out)
+
+
+def _tls(d: Deployment, host: Host) -> dict[str, str]:
+    layout = Layout(d.pki_dir)
+    tls = {"ca": str(layout.ca_pem), "crl": str(layout.crl_pem)}
+    if host.is_broker:
+        tls |= {"server_cert": str(layout.cert(host.name, "server")), "server_key": str(layout.key(host.name, "server"))}
+    if host.is_app:
+        tls |= {
+            "client_cert": str(layout.cert(host.name, "client")),
+            "client_key": str(layout.key(host.name, "client")),
+            "signing_cert": str(layout.cert(host.name, "signing")),
+            "signing_key": str(layout.key(host.name, "signing")),
+            "cert_store": str(layout.signers_dir),
+        }
+    return tls
+
+
+def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
+    s = d.settings
+    apps = d.apps if s.broker == "rabbitmq" else []
+    perms = acl.rabbitmq_permissions(s.queues, rpc_backend=s.result_backend == "rpc")
+    admin = str(host.var("rabbitmq_admin_user"))
+    users = [
+        {
+            "name": app.name,
+            "password": credentials.password(d, "rabbitmq", app.name) if s.auth == "password" else None,
+            "tags": [],
+            "permissions": [
+                {"vhost": s.vhost, "configure_priv": perms["configure"], "write_priv": perms["write"],
+                 "read_priv": perms["read"]}
+            ],
+        }
+        for app in apps
+    ]
+    return {
+        "vhosts": [s.vhost],
+        "users": users,
+        "admin_user": admin,
+        "admin_password": credentials.password(d, "rabbitmq", admin),
+        "auth_x509": s.auth == "x509",
+        "verify_depth": 2 if s.intermediate_ca else 1,
+        "allowed_sources": _sources(d, host, apps),
+    }
+
+
+def _redis(d: Deployment, host: Host) -> dict[str, Any]:
+    s = d.settings
+    broker, backend = s.broker == "redis", s.result_backend == "redis"
+    apps = d.apps if (broker or backend) else []
+    rules = acl.redis_acl_rules(s.queues, broker=broker, backend=backend)
+    admin = str(host.var("redis_admin_user"))
+    return {
+        "users": [{"name": a.name, "password": credentials.password(d, "redis", a.name), "rules": rules} for a in apps],
+        "admin_user": admin,
+        "admin_password": credentials.password(d, "redis", admin),
+        "broker": broker,
+        "backend": backend,
+        "verify_depth": 2 if s.intermediate_ca else 1,
+        "allowed_sources": _sources(d, host, apps),
+    }
+
+
+def host_vars(d: Deployment, host: Host) -> dict[str, Any]:
+    """Everything the roles need to know about one host."""
+    out: dict[str, Any] = {"address": host.address, "groups": sorted(host.groups), "tls": _tls(d, host)}
+    if host.is_rabbitmq:
+        out["rabbitmq"] = _rabbitmq(d, host)
+    if host.is_redis:
+        out["redis"] = _redis(d, host)
+    return out
+
+
+def export(d: Deployment) -> dict[str, Any]:
+    """The whole deployment as the roles see it."""
+    return {
+        "inventory": str(d.inventory),
+        "pki_dir": str(d.pki_dir),
+        "credentials_dir": str(d.credentials_dir),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(d.settings).items()},
+        "hosts": {name: host_vars(d, h) for name, h in d.hosts.items()},
+    }

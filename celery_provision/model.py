@@ -1,0 +1,493 @@
+"""The deployment model: the Ansible inventory read through ansible-core, typed and validated."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from .errors import ProvisionError
+
+__all__ = [
+    "ROLE_GROUPS",
+    "KEY_TYPES",
+    "Host",
+    "Settings",
+    "Deployment",
+    "load",
+    "roles_dir",
+    "is_dns_name",
+    "is_ip",
+]
+
+#: The inventory groups the toolkit gives meaning to.
+ROLE_GROUPS = ("rabbitmq", "redis", "celery_workers", "celery_clients")
+#: Key types for TLS keys; message-signing keys must be RSA (Celery accepts nothing else).
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
+SIGNING_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096")
+
+# Role variables the model needs; their one default lives in roles/<role>/defaults/main.yml.
+_ROLE_VARS = {
+    "rabbitmq": ("rabbitmq_tls_port", "rabbitmq_admin_user"),
+    "redis": ("redis_tls_port", "redis_admin_user"),
+    "celery_worker": ("celery_worker_config_dir",),
+}
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z", re.IGNORECASE)
+_QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,200}\Z")
+
+
+def is_ip(value: str) -> bool:
+    """True if *value* is an IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_dns_name(value: str) -> bool:
+    """True if *value* is a valid DNS host name (RFC 1123 labels, no wildcard)."""
+    if not value or len(value) > 253 or value.endswith(".") or is_ip(value):
+        return False
+    labels = value.split(".")
+    if labels[-1].isdigit():  # 10.0.0.300 is a bad IP, not a name
+        return False
+    return all(_LABEL.match(label) for label in labels)
+
+
+def roles_dir() -> Path:
+    """The directory holding the Ansible roles whose defaults the model reads."""
+    env = os.environ.get("CELERY_PROVISION_ROLES_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "roles"
+
+
+def _role_defaults() -> dict[str, Any]:
+    """The defaults of the role variables the model depends on, from the roles themselves."""
+    out: dict[str, Any] = {}
+    base = roles_dir()
+    for role, names in _ROLE_VARS.items():
+        path = base / role / "defaults" / "main.yml"
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ProvisionError(
+                "role defaults not found (set CELERY_PROVISION_ROLES_DIR)", where=str(path)
+            ) from None
+        for name in names:
+            if name not in data:
+                raise ProvisionError(f"no default for {name}", where=str(path))
+            out[name] = data[name]
+    return out
+
+
+def _where(value: Any, fallback: str) -> str:
+    """The file:line a value came from (ansible-core tags it), else *fallback*."""
+    try:
+        from ansible._internal._datatag._tags import Origin
+
+        origin = Origin.get_tag(value)
+        if origin is not None and origin.path:
+            return f"{origin.path}:{origin.line_num}" if origin.line_num else str(origin.path)
+    except Exception:  # pragma: no cover - older ansible-core without data tagging
+        pass
+    return fallback
+
+
+@dataclass(frozen=True)
+class Host:
+    """One inventory host that takes part in the deployment."""
+
+    name: str
+    address: str
+    groups: frozenset[str]
+    extra_sans: tuple[str, ...] = ()
+    role_vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_rabbitmq(self) -> bool:
+        return "rabbitmq" in self.groups
+
+    @property
+    def is_redis(self) -> bool:
+        return "redis" in self.groups
+
+    @property
+    def is_broker(self) -> bool:
+        return self.is_rabbitmq or self.is_redis
+
+    @property
+    def is_worker(self) -> bool:
+        return "celery_workers" in self.groups
+
+    @property
+    def is_client(self) -> bool:
+        return "celery_clients" in self.groups
+
+    @property
+    def is_app(self) -> bool:
+        """Workers and clients: the hosts that speak Celery and hold client certificates."""
+        return self.is_worker or self.is_client
+
+    @property
+    def sans(self) -> tuple[str, ...]:
+        """Subject alternative names: the inventory name, the address and any extras, once each."""
+        seen: dict[str, None] = {}
+        for value in (self.name, self.address, *self.extra_sans):
+            seen.setdefault(value.lower() if not is_ip(value) else value, None)
+        return tuple(seen)
+
+    def var(self, name: str) -> Any:
+        """A role variable as this host sees it (inventory override, else the role default)."""
+        return self.role_vars[name]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment-wide choices, from `celery_provision_*` variables in group_vars/all."""
+
+    broker: str
+    result_backend: str
+    auth: str = "password"
+    vhost: str = "celery"
+    queues: tuple[str, ...] = ("celery",)
+    broker_db: int = 0
+    backend_db: int = 1
+    signed_results: bool = False
+    delivery: str = "at_least_once"
+    key_type: str = "ec-p256"
+    signing_key_type: str = "rsa3072"
+    intermediate_ca: bool = False
+    ca_days: int = 3650
+    leaf_days: int = 365
+    crl_days: int = 30
+    ca_passphrase_env: str | None = None
+    ca_passphrase_file: str | None = None
+    admin_networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The whole deployment: hosts by name, settings, and where its state lives."""
+
+    inventory: Path
+    hosts: Mapping[str, Host]
+    settings: Settings
+    pki_dir: Path
+    credentials_dir: Path
+
+    def group(self, name: str) -> list[Host]:
+        """Hosts of one role group, in inventory order."""
+        return [h for h in self.hosts.values() if name in h.groups]
+
+    @property
+    def brokers(self) -> list[Host]:
+        return [h for h in self.hosts.values() if h.is_broker]
+
+    @property
+    def apps(self) -> list[Host]:
+        """Workers and clients."""
+        return [h for h in self.hosts.values() if h.is_app]
+
+    @cached_property
+    def broker_hosts(self) -> list[Host]:
+        """The hosts of the broker the workers use."""
+        return self.group(self.settings.broker)
+
+    @cached_property
+    def backend_hosts(self) -> list[Host]:
+        """The Redis hosts of the result backend (empty for the RPC backend)."""
+        return self.group("redis") if self.settings.result_backend == "redis" else []
+
+    def host(self, name: str) -> Host:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise ProvisionError(f"no host {name!r} in the inventory", where=str(self.inventory)) from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def state_dir(inventory: Path) -> Path:
+    """Where an inventory's PKI and credentials live: a dot directory beside it."""
+    inventory = inventory.resolve()
+    name = inventory.name if inventory.is_dir() else inventory.stem
+    return inventory.parent / ".celery-provision" / name
+
+
+def _load_inventory(path: Path) -> tuple[Any, Any]:
+    """Parse *path* with ansible-core; return (InventoryManager, VariableManager)."""
+    os.environ.setdefault("ANSIBLE_LOCALHOST_WARNING", "False")
+    os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_WARNING", "False")
+    from ansible import constants as C
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    if not path.exists():
+        raise ProvisionError("inventory not found", where=str(path))
+    if not os.access(path, os.R_OK):
+        raise ProvisionError("inventory is not readable", where=str(path))
+    loader = DataLoader()
+    saved = C.INVENTORY_UNPARSED_IS_FAILED, C.INVENTORY_ANY_UNPARSED_IS_FAILED
+    try:
+        C.INVENTORY_UNPARSED_IS_FAILED = C.INVENTORY_ANY_UNPARSED_IS_FAILED = True
+        inventory = InventoryManager(loader=loader, sources=[str(path)])
+        variables = VariableManager(loader=loader, inventory=inventory)
+    except AnsibleError as exc:
+        raise ProvisionError(f"not a valid inventory: {_first_line(exc)}", where=str(path)) from None
+    finally:
+        C.INVENTORY_UNPARSED_IS_FAILED, C.INVENTORY_ANY_UNPARSED_IS_FAILED = saved
+    return inventory, variables
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # ansible-core lists every plugin it tried; the most specific reason is usually last.
+    detail = [ln for ln in lines if not ln.startswith(("Unable to parse", "Completely failed"))]
+    return (detail[-1] if detail else (lines[0] if lines else type(exc).__name__))[:300]
+
+
+class _Vars:
+    """Typed, located access to one host's variables."""
+
+    def __init__(self, name: str, values: Mapping[str, Any]) -> None:
+        self.name = name
+        self.values = values
+
+    def where(self, key: str) -> str:
+        return _where(self.values.get(key), f"host {self.name}")
+
+    def fail(self, key: str, message: str) -> ProvisionError:
+        return ProvisionError(f"{key}: {message}", where=self.where(key))
+
+    def get(self, key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
+        if key not in self.values or self.values[key] is None:
+            return default
+        value = self.values[key]
+        if kind is int and isinstance(value, bool):
+            raise self.fail(key, f"expected an integer, got {value!r}")
+        if kind is bool and not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {value!r}")
+        if not isinstance(value, kind):
+            expected = {str: "a string", int: "an integer", list: "a list"}.get(kind, str(kind))  # type: ignore[arg-type]
+            raise self.fail(key, f"expected {expected}, got {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        value = self.get(key, default, str)
+        if value not in choices:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        values = self.get(key, [], list)
+        for item in values:
+            if not isinstance(item, str):
+                raise self.fail(key, f"expected a list of strings, got {item!r}")
+        return tuple(str(v) for v in values)
+
+    def positive(self, key: str, default: int) -> int:
+        value = self.get(key, default, int)
+        if value <= 0:
+            raise self.fail(key, f"must be positive, got {value}")
+        return int(value)
+
+
+def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
+    broker_default = "rabbitmq" if groups.get("rabbitmq") else "redis"
+    backend_default = "redis" if groups.get("redis") else "rpc"
+    broker = v.choice("celery_provision_broker", broker_default, ("rabbitmq", "redis"))
+    backend = v.choice("celery_provision_result_backend", backend_default, ("redis", "rpc"))
+    auth = v.choice("celery_provision_auth", "password", ("password", "x509"))
+    queues = v.strings("celery_provision_queues") or ("celery",)
+    for q in queues:
+        if not _QUEUE.match(q):
+            raise v.fail("celery_provision_queues", f"{q!r} is not a valid queue name")
+    vhost = v.get("celery_provision_vhost", "celery", str)
+    if not vhost or len(vhost) > 255:
+        raise v.fail("celery_provision_vhost", "must be a non-empty string")
+    networks = v.strings("celery_provision_admin_networks")
+    for net in networks:
+        try:
+            ipaddress.ip_network(net, strict=True)
+        except ValueError as exc:
+            raise v.fail("celery_provision_admin_networks", f"invalid CIDR {net!r} ({exc})") from None
+    passphrase_file = v.get("celery_provision_ca_passphrase_file", None, str)
+    return Settings(
+        broker=broker,
+        result_backend=backend,
+        auth=auth,
+        vhost=vhost,
+        queues=queues,
+        broker_db=v.get("celery_provision_redis_broker_db", 0, int),
+        backend_db=v.get("celery_provision_redis_backend_db", 1, int),
+        signed_results=v.get("celery_provision_signed_results", False, bool),
+        delivery=v.choice("celery_provision_delivery", "at_least_once", ("at_least_once", "at_most_once")),
+        key_type=v.choice("celery_provision_key_type", "ec-p256", KEY_TYPES),
+        signing_key_type=v.choice("celery_provision_signing_key_type", "rsa3072", SIGNING_KEY_TYPES),
+        intermediate_ca=v.get("celery_provision_intermediate_ca", False, bool),
+        ca_days=v.positive("celery_provision_ca_days", 3650),
+        leaf_days=v.positive("celery_provision_leaf_days", 365),
+        crl_days=v.positive("celery_provision_crl_days", 30),
+        ca_passphrase_env=v.get("celery_provision_ca_passphrase_env", None, str),
+        ca_passphrase_file=passphrase_file,
+        admin_networks=networks,
+    )
+
+
+def _render_role_vars(defaults: Mapping[str, Any], v: _Vars) -> dict[str, Any]:
+    """Role variables for one host: inventory value if set, else the role default, templated."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    context = {**defaults, **v.values}
+    out: dict[str, Any] = {}
+    for name, default in defaults.items():
+        value = v.values.get(name, default)
+        if isinstance(value, str) and "{{" in value:
+            try:
+                value = env.from_string(value).render(context)
+            except jinja2.TemplateError as exc:
+                raise v.fail(name, f"cannot template {value!r}: {exc}") from None
+        out[name] = value
+    for port in ("rabbitmq_tls_port", "redis_tls_port"):
+        try:
+            out[port] = int(out[port])
+        except (TypeError, ValueError):
+            raise v.fail(port, f"expected a port number, got {out[port]!r}") from None
+        if not 0 < out[port] < 65536:
+            raise v.fail(port, f"{out[port]} is not a TCP port")
+    return out
+
+
+def load(
+    inventory: str | os.PathLike[str],
+    *,
+    pki_dir: str | os.PathLike[str] | None = None,
+    credentials_dir: str | os.PathLike[str] | None = None,
+) -> Deployment:
+    """Read and validate *inventory*; raise ProvisionError naming the file or host on bad input."""
+    path = Path(inventory)
+    inv, variables = _load_inventory(path)
+    role_defaults = _role_defaults()
+
+    known = set(ROLE_GROUPS) | {"all", "ungrouped"}
+    for group in inv.groups:
+        if group not in known:
+            close = difflib.get_close_matches(group, ROLE_GROUPS, n=1, cutoff=0.8)
+            if close:
+                raise ProvisionError(
+                    f"unknown group {group!r} (did you mean {close[0]!r}?)", where=str(path)
+                )
+
+    groups = {g: [h.name for h in inv.groups[g].get_hosts()] for g in ROLE_GROUPS if g in inv.groups}
+    hosts: dict[str, Host] = {}
+    settings: Settings | None = None
+    seen_lower: dict[str, str] = {}
+    for ahost in inv.get_hosts():
+        name = ahost.name
+        member = frozenset(g for g in ROLE_GROUPS if name in groups.get(g, ()))
+        if not member:
+            raise ProvisionError(
+                f"host {name!r} is in none of the groups {', '.join(ROLE_GROUPS)}", where=str(path)
+            )
+        values = variables.get_vars(host=ahost, include_hostvars=False)
+        v = _Vars(name, values)
+        if settings is None:
+            settings = _settings(v, groups)
+        if not is_dns_name(name):
+            raise ProvisionError(
+                f"host name {name!r} is not a valid DNS name (it becomes a certificate name)",
+                where=str(path),
+            )
+        if name.lower() in seen_lower:
+            raise ProvisionError(
+                f"duplicate host names {seen_lower[name.lower()]!r} and {name!r} (names are case-insensitive)",
+                where=str(path),
+            )
+        seen_lower[name.lower()] = name
+        address = v.get("celery_provision_address", None, str) or v.get("ansible_host", name, str)
+        if not (is_ip(address) or is_dns_name(address)):
+            key = "celery_provision_address" if "celery_provision_address" in values else "ansible_host"
+            raise v.fail(key, f"{address!r} is not a valid IP address or DNS name")
+        extra = v.strings("celery_provision_extra_sans")
+        for san in extra:
+            if not (is_ip(san) or is_dns_name(san)):
+                raise v.fail("celery_provision_extra_sans", f"{san!r} is not a valid DNS name or IP address")
+        hosts[name] = Host(
+            name=name,
+            address=address,
+            groups=member,
+            extra_sans=extra,
+            role_vars=_render_role_vars(role_defaults, v),
+        )
+
+    if settings is None:
+        raise ProvisionError(
+            f"no hosts in any of the groups {', '.join(ROLE_GROUPS)}", where=str(path)
+        )
+    deployment = Deployment(
+        inventory=path.resolve(),
+        hosts=hosts,
+        settings=settings,
+        pki_dir=_state_path(pki_dir, hosts, "celery_provision_pki_dir", variables, inv, state_dir(path) / "pki"),
+        credentials_dir=_state_path(
+            credentials_dir, hosts, "celery_provision_credentials_dir", variables, inv,
+            state_dir(path) / "credentials",
+        ),
+    )
+    _check(deployment)
+    return deployment
+
+
+def _state_path(explicit: Any, hosts: Mapping[str, Host], key: str, variables: Any, inv: Any, default: Path) -> Path:
+    if explicit:
+        return Path(explicit).resolve()
+    first = next(iter(hosts))
+    values = variables.get_vars(host=inv.get_host(first), include_hostvars=False)
+    value = values.get(key)
+    if value:
+        if not isinstance(value, str):
+            raise ProvisionError(f"{key}: expected a path", where=_where(value, f"host {first}"))
+        base = Path(values.get("inventory_dir") or ".")
+        return (base / Path(value).expanduser()).resolve()
+    return default
+
+
+def _check(d: Deployment) -> None:
+    """Cross-host rules: what the inventory as a whole must satisfy."""
+    s = d.settings
+    where = str(d.inventory)
+    if not d.group(s.broker):
+        raise ProvisionError(f"celery_provision_broker is {s.broker!r} but the group {s.broker!r} has no hosts", where=where)
+    if s.result_backend == "redis" and not d.group("redis"):
+        raise ProvisionError("celery_provision_result_backend is 'redis' but the group 'redis' has no hosts", where=where)
+    if s.auth == "x509" and s.broker != "rabbitmq":
+        raise ProvisionError("celery_provision_auth: x509 login needs the rabbitmq broker", where=where)
+    if not d.group("celery_workers"):
+        raise ProvisionError("the group 'celery_workers' has no hosts", where=where)
+    # Certificate names and broker user names are one namespace (x509 login maps CN -> user).
+    for h in d.hosts.values():
+        for admin in {h.var("rabbitmq_admin_user"), h.var("redis_admin_user")}:
+            if h.name.lower() == str(admin).lower():
+                raise ProvisionError(
+                    f"host {h.name!r} has the same name as the admin user: its certificate would log in as admin",
+                    where=where,
+                )
+    for group in ("rabbitmq", "redis"):
+        ports = {h.var(f"{group}_tls_port") for h in d.group(group)}
+        if len(ports) > 1:
+            raise ProvisionError(f"{group} hosts disagree on {group}_tls_port: {sorted(ports)}", where=where)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import ProvisionError
@@ -142,6 +143,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from . import model, render
+
+    d = _deployment(args)
+    out = Path(args.out) if args.out else model.state_dir(d.inventory) / "configs"
+    results = render.write_all(d, out, hosts=args.host, controller_paths=args.controller_paths)
+    for path, changed in results:
+        print(f"{'rendered' if changed else 'unchanged':>9}  {path}")
+    print(f"render: {sum(c for _, c in results)} rendered, {sum(not c for _, c in results)} unchanged")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from . import audit
+
+    conf = audit.load_config(args.target)
+    findings = audit.audit_config(conf)
+    print(audit.to_json(findings) if args.json else audit.format_table(findings))
+    return audit.exit_status(findings, audit.Severity[args.fail_on.upper()])
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -184,6 +206,20 @@ def _parser() -> argparse.ArgumentParser:
         pki_dir=False).set_defaults(func=cmd_credentials)
     inv(sub.add_parser("export", help="print every host's role variables as JSON (contains secrets)")
         ).set_defaults(func=cmd_export)
+    sp = inv(sub.add_parser("render", help="render each worker's and client's Celery configuration"),
+             pki_dir=True)
+    sp.add_argument("--host", action="append", help="only this host (repeatable)")
+    sp.add_argument("--out", help="output directory (default: beside the PKI, configs/HOST/celeryconfig.py)")
+    sp.add_argument("--controller-paths", action="store_true",
+                    help="point at the controller's PKI and password files instead of the host's copies")
+    sp.set_defaults(func=cmd_render)
+
+    sp = sub.add_parser("audit", help="audit a Celery configuration (module path or file)")
+    sp.add_argument("target", help="module path (proj.celeryconfig) or file (celeryconfig.py)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--fail-on", default="high", choices=("info", "low", "medium", "high", "critical"),
+                    help="exit 1 when a finding is at least this severe (default: high)")
+    sp.set_defaults(func=cmd_audit)
     return p
 
 

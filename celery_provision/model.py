@@ -175,6 +175,7 @@ class Settings:
     ca_passphrase_env: str | None = None
     ca_passphrase_file: str | None = None
     admin_networks: tuple[str, ...] = ()
+    visibility_timeout: int = 3600
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,14 @@ class Deployment:
     def backend_hosts(self) -> list[Host]:
         """The Redis hosts of the result backend (empty for the RPC backend)."""
         return self.group("redis") if self.settings.result_backend == "redis" else []
+
+    def service_name(self, group: str) -> str | None:
+        """The shared name in every certificate of a broker group with several hosts.
+
+        py-amqp checks one server name for a whole failover list, so clustered brokers carry
+        their group's name as an extra SAN and clients check that; None for a single broker.
+        """
+        return group if len(self.group(group)) > 1 else None
 
     def host(self, name: str) -> Host:
         try:
@@ -347,6 +356,7 @@ def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
         ca_passphrase_env=v.get("celery_provision_ca_passphrase_env", None, str),
         ca_passphrase_file=passphrase_file,
         admin_networks=networks,
+        visibility_timeout=v.positive("celery_provision_visibility_timeout", 3600),
     )
 
 

@@ -198,7 +198,9 @@ def leaf_specs(d: Deployment) -> list[LeafSpec]:
         if h.is_broker:
             # Inter-node TLS makes a clustered RabbitMQ node a TLS client of its peers too.
             eku = ("serverAuth", "clientAuth") if (h.is_rabbitmq and clustered) else ("serverAuth",)
-            specs.append(LeafSpec(h.name, "server", s.key_type, h.sans, eku, s.leaf_days))
+            services = [d.service_name(g) for g in ("rabbitmq", "redis") if g in h.groups]
+            sans = tuple(dict.fromkeys([*h.sans, *(n for n in services if n)]))
+            specs.append(LeafSpec(h.name, "server", s.key_type, sans, eku, s.leaf_days))
         if h.is_app:
             specs.append(LeafSpec(h.name, "client", s.key_type, (h.name,), ("clientAuth",), s.leaf_days))
             specs.append(LeafSpec(h.name, "signing", s.signing_key_type, (), (), s.leaf_days))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from . import acl, credentials
+from . import acl, canary, credentials, render
 from .model import Deployment, Host, is_ip
 from .pki import Layout
 
@@ -97,7 +97,24 @@ def host_vars(d: Deployment, host: Host) -> dict[str, Any]:
         out["rabbitmq"] = _rabbitmq(d, host)
     if host.is_redis:
         out["redis"] = _redis(d, host)
+    if host.is_app:
+        out["celery"] = _celery(d, host)
     return out
+
+
+def _celery(d: Deployment, host: Host) -> dict[str, Any]:
+    """A worker's or client's files: each with its controller source and name on the host."""
+    signers = sorted(Layout(d.pki_dir).signers_dir.glob("*.pem"))
+    return {
+        "worker": host.is_worker,
+        "config_dir": str(host.var("celery_worker_config_dir")),
+        "config_name": f"{render.CONFIG_NAME}.py",
+        "config": render.render(d, host),
+        "files": [{"name": f.name, "src": f.src, "secret": f.secret} for f in render.host_files(d, host)],
+        "signers": [str(p) for p in signers],
+        "canary_src": canary.__file__,
+        "queues": list(d.settings.queues),
+    }
 
 
 def export(d: Deployment) -> dict[str, Any]:

@@ -1,0 +1,40 @@
+"""The canary app: a Celery app whose tasks prove a deployment works end to end.
+
+Workers deployed by the celery_worker role run it unless the inventory names another app;
+`celery-provision verify` sends it a signed task and waits for the answer.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from celery import Celery, signals
+
+__all__ = ["app", "ping", "touch", "PING", "TOUCH"]
+
+PING = "celery_provision.canary.ping"
+TOUCH = "celery_provision.canary.touch"
+
+app = Celery("celery_provision_canary")
+app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))  # lazy: read on first use
+
+
+@signals.worker_init.connect
+def _enable_signing(**_: object) -> None:
+    """Workers sign and check every message; senders call `app.setup_security()` themselves."""
+    app.setup_security()
+
+
+@app.task(name=PING)
+def ping(nonce: str) -> dict[str, str]:
+    """Answer with the nonce and who answered."""
+    return {"nonce": nonce, "host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+@app.task(name=TOUCH)
+def touch(path: str) -> str:
+    """Leave a side effect (create *path*): the proof that a task ran, for tests of refusal."""
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return path

@@ -1,0 +1,153 @@
+"""Shared, generic fixtures: role defaults, inventories written at test time, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+# The role variables the model reads, with the values the stand-in roles give them.
+_ROLE_DEFAULTS = {
+    "rabbitmq": {"rabbitmq_tls_port": 5671, "rabbitmq_admin_user": "admin"},
+    "redis": {"redis_tls_port": 6380, "redis_admin_user": "admin"},
+    "celery_worker": {"celery_worker_config_dir": "/etc/celery-provision/{{ inventory_hostname }}"},
+}
+
+
+def _real_roles_complete() -> bool:
+    for role, wanted in _ROLE_DEFAULTS.items():
+        path = REPO / "roles" / role / "defaults" / "main.yml"
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return False
+        if not set(wanted) <= set(data):
+            return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def roles_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The roles whose defaults the model reads: the real ones once they define every variable
+    the model needs, else a stand-in. Exported in the environment so subprocesses see it too."""
+    if _real_roles_complete():
+        path = REPO / "roles"
+    else:
+        path = tmp_path_factory.mktemp("stubroles")
+        for role, values in _ROLE_DEFAULTS.items():
+            (path / role / "defaults").mkdir(parents=True)
+            (path / role / "defaults" / "main.yml").write_text("---\n" + yaml.safe_dump(values))
+    saved = os.environ.get("CELERY_PROVISION_ROLES_DIR")
+    os.environ["CELERY_PROVISION_ROLES_DIR"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("CELERY_PROVISION_ROLES_DIR", None)
+    else:
+        os.environ["CELERY_PROVISION_ROLES_DIR"] = saved
+
+
+def _basic_hosts() -> dict[str, Any]:
+    return {
+        "rabbitmq": {"rabbitmq-1": {"ansible_host": "127.0.0.1", "celery_provision_extra_sans": ["localhost"]}},
+        "redis": {"redis-1": {"ansible_host": "127.0.0.2", "celery_provision_extra_sans": ["localhost"]}},
+        "celery_workers": {"worker-1": {"ansible_host": "127.0.0.3"}},
+        "celery_clients": {"client-1": {"ansible_host": "127.0.0.4"}},
+    }
+
+
+# Fast settings for tests where the key type is not the point.
+FAST_VARS = {"celery_provision_key_type": "ec-p256", "celery_provision_signing_key_type": "rsa2048"}
+
+
+@dataclass
+class InventoryWriter:
+    """Writes YAML inventories (a directory with hosts.yml and group_vars/all.yml) under tmp."""
+
+    base: Path
+
+    def __call__(
+        self,
+        groups: dict[str, dict[str, Any]] | None = None,
+        all_vars: dict[str, Any] | None = None,
+        *,
+        name: str = "inv",
+        fast: bool = True,
+    ) -> Path:
+        inv = self.base / name
+        (inv / "group_vars").mkdir(parents=True, exist_ok=True)
+        groups = _basic_hosts() if groups is None else groups
+        doc = {"all": {"children": {g: {"hosts": hosts} for g, hosts in groups.items()}}}
+        (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        values = {**(FAST_VARS if fast else {}), **(all_vars or {})}
+        (inv / "group_vars" / "all.yml").write_text("---\n" + yaml.safe_dump(values, sort_keys=False))
+        return inv
+
+
+@pytest.fixture
+def write_inventory(tmp_path: Path) -> InventoryWriter:
+    """Factory: `write_inventory(groups=None, all_vars=None)` -> inventory directory."""
+    return InventoryWriter(tmp_path)
+
+
+@pytest.fixture
+def basic_groups() -> dict[str, Any]:
+    """A small deployment (one RabbitMQ, one Redis, one worker, one client, on loopback) as
+    `{group: {host: vars}}`, fresh for each test so it can be edited and passed to write_inventory."""
+    return _basic_hosts()
+
+
+@pytest.fixture
+def inventory(write_inventory: InventoryWriter) -> Path:
+    """The basic deployment as an inventory directory (nothing issued yet)."""
+    return write_inventory()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run `celery_provision.cli.main` in-process: `cli("certs", "issue", "-i", inv)`."""
+    from celery_provision.cli import main
+
+    def run(*argv: Any) -> Result:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def console() -> Callable[..., Result]:
+    """Run the real `celery-provision` console script in a subprocess."""
+    script = shutil.which("celery-provision", path=str(VENV_BIN)) or shutil.which("celery-provision")
+    command = [script] if script else [sys.executable, "-m", "celery_provision.cli"]
+
+    def run(*argv: Any, env: dict[str, str] | None = None) -> Result:
+        proc = subprocess.run(
+            [*command, *map(str, argv)], capture_output=True, text=True, cwd=REPO, check=False,
+            env={**os.environ, **(env or {})}, timeout=300,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run

@@ -1,0 +1,531 @@
+"""The PKI: what it issues, how it stores it, how re-runs, renewals, revocations and pruning
+behave, and that the certificates really work (and really fail) in a TLS handshake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from celery_provision import model, pki
+from celery_provision.errors import ProvisionError
+
+from pkiutil import (
+    assert_is_ca,
+    assert_is_leaf,
+    client_context,
+    cn_of,
+    foreign_ca,
+    handshake,
+    load_cert,
+    load_chain,
+    load_key,
+    server_context,
+    sign_leaf,
+    snapshot,
+    snapshot_diff,
+    write_pair,
+)
+
+
+def _issue(inv: Path, **kwargs) -> tuple[model.Deployment, pki.Layout, pki.Report]:  # noqa: ANN003
+    d = model.load(inv)
+    report = pki.issue(d, **kwargs)
+    return d, pki.Layout(d.pki_dir), report
+
+
+def _actions(report: pki.Report, action: str) -> set[str]:
+    return {name for a, name, _ in report.events if a == action}
+
+
+@pytest.fixture
+def issued(inventory: Path) -> tuple[model.Deployment, pki.Layout]:
+    d, layout, _ = _issue(inventory)
+    return d, layout
+
+
+def _with_intermediate(write_inventory) -> Path:  # noqa: ANN001
+    return write_inventory(all_vars={"celery_provision_intermediate_ca": True}, name="inter")
+
+
+# --------------------------------------------------------------------------- the CA
+
+
+def test_root_ca_is_self_signed_with_critical_constraints_and_no_path_below(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    assert_is_ca(load_cert(layout.root_cert), path_length=0)
+
+
+def test_trust_anchor_ca_pem_is_the_root_certificate(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    assert layout.ca_pem.read_bytes() == layout.root_cert.read_bytes()
+
+
+def test_intermediate_ca_is_signed_by_root_which_allows_one_level(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(_with_intermediate(write_inventory))
+    root = load_cert(layout.root_cert)
+    assert_is_ca(root, path_length=1)
+    assert_is_ca(load_cert(layout.intermediate_cert), issuer=root, path_length=0)
+
+
+def test_leaves_are_signed_by_the_intermediate_and_carry_it_as_chain(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(_with_intermediate(write_inventory))
+    intermediate = load_cert(layout.intermediate_cert)
+    for host, kind in (("rabbitmq-1", "server"), ("worker-1", "client")):
+        chain = load_chain(layout.cert(host, kind))
+        assert chain[1:] == [intermediate]
+        chain[0].verify_directly_issued_by(intermediate)
+
+
+def test_ca_validity_follows_ca_days(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_ca_days": 100}))
+    root = load_cert(layout.root_cert)
+    assert (root.not_valid_after_utc - root.not_valid_before_utc).days == 100
+
+
+def test_existing_ca_is_never_replaced_by_issue(inventory: Path) -> None:
+    _, layout, _ = _issue(inventory)
+    before = layout.root_cert.read_bytes(), layout.root_key.read_bytes()
+    (inventory / "group_vars" / "all.yml").write_text(
+        "celery_provision_key_type: ec-p384\ncelery_provision_signing_key_type: rsa2048\n"
+    )
+    _, _, report = _issue(inventory)
+    assert (layout.root_cert.read_bytes(), layout.root_key.read_bytes()) == before
+    assert "ca/root" not in _actions(report, "issued")
+
+
+def test_force_retires_the_old_ca_and_reissues_every_leaf_under_the_new_one(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    old_root = layout.root_cert.read_bytes()
+    report = pki.issue(d, force_ca=True)
+    assert layout.root_cert.read_bytes() != old_root
+    assert [p.name for p in layout.root.glob("ca.retired-*")]
+    new_root = load_cert(layout.root_cert)
+    load_cert(layout.cert("worker-1", "client")).verify_directly_issued_by(new_root)
+    assert "worker-1/client" in _actions(report, "reissued")
+
+
+# --------------------------------------------------------------------------- leaves
+
+
+def test_server_certificate_names_host_address_and_extra_sans(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    assert_is_leaf(
+        load_cert(layout.cert("rabbitmq-1", "server")), issuer=load_cert(layout.root_cert),
+        eku=["serverAuth"], dns=["rabbitmq-1", "localhost"], ips=["127.0.0.1"], cn="rabbitmq-1",
+    )
+
+
+def test_single_rabbitmq_node_gets_a_server_auth_only_certificate(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    eku = load_cert(layout.cert("rabbitmq-1", "server")).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert list(eku.value) == [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+
+
+def test_clustered_rabbitmq_nodes_get_server_and_client_auth(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    groups = basic_groups
+    groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5"}
+    _, layout, _ = _issue(write_inventory(groups))
+    root = load_cert(layout.root_cert)
+    for host, ip in (("rabbitmq-1", "127.0.0.1"), ("rabbitmq-2", "127.0.0.5")):
+        assert_is_leaf(load_cert(layout.cert(host, "server")), issuer=root, eku=["serverAuth", "clientAuth"])
+    assert_is_leaf(load_cert(layout.cert("redis-1", "server")), issuer=root, eku=["serverAuth"])
+
+
+def test_client_certificate_is_named_after_the_host_with_client_auth_only(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    root = load_cert(layout.root_cert)
+    for host in ("worker-1", "client-1"):
+        assert_is_leaf(load_cert(layout.cert(host, "client")), issuer=root, eku=["clientAuth"], dns=[host], cn=host)
+
+
+def test_brokers_get_no_client_or_signing_certificates(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    assert sorted(p.name for p in (layout.hosts_dir / "redis-1").iterdir()) == ["server.key", "server.pem"]
+
+
+def test_signing_certificate_is_rsa_and_published_in_the_cert_store(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    cert = load_cert(layout.cert("worker-1", "signing"))
+    assert isinstance(cert.public_key(), rsa.RSAPublicKey)
+    assert_is_leaf(cert, issuer=load_cert(layout.root_cert), eku=[], cn="worker-1")
+    assert sorted(p.name for p in layout.signers_dir.iterdir()) == ["client-1.pem", "worker-1.pem"]
+    assert layout.signer("worker-1").read_bytes() == layout.cert("worker-1", "signing").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("key_type", "kind", "size"),
+    [("ec-p256", ec.EllipticCurvePublicKey, 256), ("ec-p384", ec.EllipticCurvePublicKey, 384),
+     ("rsa2048", rsa.RSAPublicKey, 2048), ("rsa3072", rsa.RSAPublicKey, 3072),
+     ("rsa4096", rsa.RSAPublicKey, 4096)],
+)
+def test_tls_keys_have_the_configured_key_type(write_inventory, key_type: str, kind: type, size: int) -> None:  # noqa: ANN001
+    groups = {"rabbitmq": {"rabbitmq-1": {"ansible_host": "127.0.0.1"}},
+              "celery_workers": {"worker-1": {"ansible_host": "127.0.0.3"}}}
+    _, layout, _ = _issue(write_inventory(groups, {"celery_provision_key_type": key_type}))
+    for path in (layout.root_cert, layout.cert("rabbitmq-1", "server"), layout.cert("worker-1", "client")):
+        public = load_cert(path).public_key()
+        assert isinstance(public, kind)
+        assert public.key_size == size
+    assert load_key(layout.key("worker-1", "client")).key_size == size
+
+
+def test_signing_key_type_is_independent_of_the_tls_key_type(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_signing_key_type": "rsa3072"}))
+    assert isinstance(load_cert(layout.cert("worker-1", "client")).public_key(), ec.EllipticCurvePublicKey)
+    assert load_cert(layout.cert("worker-1", "signing")).public_key().key_size == 3072
+
+
+def test_leaf_validity_follows_leaf_days(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_leaf_days": 7}))
+    cert = load_cert(layout.cert("worker-1", "client"))
+    # not_before is backdated a few minutes for clock skew; the validity is days + skew.
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 7
+
+
+def test_private_keys_are_0600_in_0700_directories(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    keys = list(layout.root.rglob("*.key"))
+    assert len(keys) == 1 + 2 + 2 * 2  # root, 2 servers, client+signing for 2 apps
+    for key in keys:
+        assert key.stat().st_mode & 0o777 == 0o600, key
+    for directory in (layout.root, layout.ca_dir, layout.hosts_dir, *layout.hosts_dir.iterdir()):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+
+
+def test_no_temporary_files_are_left_behind(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    assert not [p for p in layout.root.rglob("*.tmp")]
+
+
+# --------------------------------------------------------------------------- the CA passphrase
+
+
+def test_ca_key_is_encrypted_with_the_passphrase_from_an_environment_variable(
+    write_inventory, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("TEST_CA_PASS", "correct horse")
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_ca_passphrase_env": "TEST_CA_PASS"}))
+    assert b"ENCRYPTED" in layout.root_key.read_bytes()
+    with pytest.raises(TypeError):
+        load_key(layout.root_key)
+    load_key(layout.root_key, b"correct horse")
+
+
+def test_ca_key_is_encrypted_with_the_passphrase_from_a_file(write_inventory, tmp_path: Path) -> None:  # noqa: ANN001
+    secret = tmp_path / "ca-pass"
+    secret.write_text("battery staple\n")
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_ca_passphrase_file": str(secret)}))
+    load_key(layout.root_key, b"battery staple")
+
+
+def test_ca_key_without_a_configured_passphrase_is_plain(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    assert b"ENCRYPTED" not in layout.root_key.read_bytes()
+
+
+def test_leaves_can_be_issued_later_with_the_right_passphrase(write_inventory, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("TEST_CA_PASS", "s3cret")
+    inv = write_inventory(all_vars={"celery_provision_ca_passphrase_env": "TEST_CA_PASS"})
+    _, layout, _ = _issue(inv)
+    layout.key("worker-1", "client").unlink()
+    _, _, report = _issue(inv)
+    assert _actions(report, "issued") == {"worker-1/client"}
+
+
+def test_wrong_passphrase_is_refused_before_anything_changes(write_inventory, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("TEST_CA_PASS", "s3cret")
+    inv = write_inventory(all_vars={"celery_provision_ca_passphrase_env": "TEST_CA_PASS"})
+    _, layout, _ = _issue(inv)
+    layout.key("worker-1", "client").unlink()
+    before = snapshot(layout.root)
+    monkeypatch.setenv("TEST_CA_PASS", "wrong")
+    with pytest.raises(ProvisionError, match="wrong passphrase"):
+        _issue(inv)
+    assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+# --------------------------------------------------------------------------- re-runs
+
+
+def test_second_issue_issues_nothing(inventory: Path) -> None:
+    _issue(inventory)
+    _, _, report = _issue(inventory)
+    assert not report.changed
+    assert report.count("unchanged") == 6
+
+
+def test_second_issue_leaves_every_file_byte_for_byte_and_mtime_identical(inventory: Path) -> None:
+    _, layout, _ = _issue(inventory)
+    before = snapshot(layout.root)
+    _issue(inventory)
+    assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+def test_lost_state_file_is_rebuilt_from_the_certificates_without_reissuing(inventory: Path) -> None:
+    _, layout, _ = _issue(inventory)
+    layout.state.unlink()
+    certs = {p: p.read_bytes() for p in layout.hosts_dir.rglob("*.pem")}
+    _, _, report = _issue(inventory)
+    assert not _actions(report, "issued") and not _actions(report, "reissued")
+    assert {p: p.read_bytes() for p in certs} == certs
+
+
+def _edit_host(inv: Path, group: str, host: str, **values) -> None:  # noqa: ANN003
+    doc = yaml.safe_load((inv / "hosts.yml").read_text())
+    doc["all"]["children"][group]["hosts"][host].update(values)
+    (inv / "hosts.yml").write_text(yaml.safe_dump(doc))
+
+
+def test_changed_extra_sans_reissue_only_that_server_certificate(inventory: Path) -> None:
+    _, layout, _ = _issue(inventory)
+    _edit_host(inventory, "rabbitmq", "rabbitmq-1", celery_provision_extra_sans=["localhost", "mq.example.org"])
+    _, _, report = _issue(inventory)
+    assert _actions(report, "reissued") == {"rabbitmq-1/server"}
+    assert "mq.example.org" in load_cert(layout.cert("rabbitmq-1", "server")).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def test_changed_address_reissues_the_server_certificate_with_the_new_ip(inventory: Path) -> None:
+    _, layout, _ = _issue(inventory)
+    _edit_host(inventory, "redis", "redis-1", ansible_host="127.0.0.9")
+    _, _, report = _issue(inventory)
+    assert _actions(report, "reissued") == {"redis-1/server"}
+    ips = load_cert(layout.cert("redis-1", "server")).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+    assert [str(ip) for ip in ips] == ["127.0.0.9"]
+
+
+def test_a_leaf_edited_on_disk_to_other_names_is_reissued(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    # A valid certificate from our CA, but for the wrong name: it must not be kept.
+    root, root_key = load_cert(layout.root_cert), load_key(layout.root_key)
+    cert, key = sign_leaf(root, root_key, "someone-else")
+    write_pair(layout.hosts_dir / "worker-1", "client", cert, key)
+    report = pki.issue(d)
+    assert _actions(report, "reissued") == {"worker-1/client"}
+    assert cn_of(load_cert(layout.cert("worker-1", "client"))) == "worker-1"
+
+
+def test_changed_key_type_reissues_every_leaf_but_keeps_the_ca(inventory: Path) -> None:
+    _, layout, _ = _issue(inventory)
+    root = layout.root_cert.read_bytes()
+    (inventory / "group_vars" / "all.yml").write_text(
+        "celery_provision_key_type: ec-p384\ncelery_provision_signing_key_type: rsa2048\n"
+    )
+    _, _, report = _issue(inventory)
+    assert _actions(report, "reissued") == {"rabbitmq-1/server", "redis-1/server", "worker-1/client",
+                                            "client-1/client"}
+    assert layout.root_cert.read_bytes() == root
+
+
+# --------------------------------------------------------------------------- renew, revoke, prune
+
+
+def test_renew_within_more_than_the_validity_renews_every_leaf(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    serials = {p: load_cert(p).serial_number for p in layout.hosts_dir.rglob("*.pem")}
+    report = pki.renew(d, 400)
+    assert report.count("renewed") == 6
+    assert all(load_cert(p).serial_number != s for p, s in serials.items())
+    assert load_cert(layout.root_cert) == load_cert(layout.root_cert)
+
+
+def test_renew_within_less_than_the_remaining_validity_renews_nothing(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    before = snapshot(layout.root)
+    report = pki.renew(d, 30)
+    assert not report.changed
+    assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+def _crl_serials(layout: pki.Layout) -> set[int]:
+    return {r.serial_number for r in x509.load_pem_x509_crl(layout.crl_pem.read_bytes())}
+
+
+def test_crl_exists_and_is_empty_before_any_revocation(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    crl = x509.load_pem_x509_crl(layout.crl_pem.read_bytes())
+    assert crl.is_signature_valid(load_cert(layout.root_cert).public_key())
+    assert len(crl) == 0
+
+
+def test_revoke_lists_every_certificate_of_the_host_in_a_signed_crl(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    serials = {load_cert(layout.cert("worker-1", k)).serial_number for k in ("client", "signing")}
+    pki.revoke(d, "worker-1")
+    crl = x509.load_pem_x509_crl(layout.crl_pem.read_bytes())
+    assert crl.is_signature_valid(load_cert(layout.root_cert).public_key())
+    assert _crl_serials(layout) == serials
+
+
+def test_revoke_removes_the_signing_certificate_from_the_cert_store_at_once(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.revoke(d, "worker-1")
+    assert not layout.signer("worker-1").exists()
+    assert layout.signer("client-1").exists()
+
+
+def test_issue_after_revoke_replaces_the_revoked_certificates(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    old = load_cert(layout.cert("worker-1", "client")).serial_number
+    pki.revoke(d, "worker-1", kinds=("client",))
+    report = pki.issue(d)
+    assert _actions(report, "reissued") == {"worker-1/client"}
+    assert load_cert(layout.cert("worker-1", "client")).serial_number != old
+    assert old in _crl_serials(layout)
+
+
+def test_revoking_a_host_without_certificates_is_an_error(issued) -> None:  # noqa: ANN001
+    d, _ = issued
+    with pytest.raises(ProvisionError, match="no certificates issued for 'nobody'"):
+        pki.revoke(d, "nobody")
+
+
+def test_prune_revokes_and_deletes_hosts_removed_from_the_inventory(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    groups = basic_groups
+    groups["celery_workers"]["worker-2"] = {"ansible_host": "127.0.0.6"}
+    inv = write_inventory(groups)
+    _, layout, _ = _issue(inv)
+    gone = {load_cert(layout.cert("worker-2", k)).serial_number for k in ("client", "signing")}
+    del groups["celery_workers"]["worker-2"]
+    write_inventory(groups)
+    report = pki.prune(model.load(inv))
+    assert _actions(report, "pruned") == {"worker-2"}
+    assert not (layout.hosts_dir / "worker-2").exists()
+    assert not layout.signer("worker-2").exists()
+    assert _crl_serials(layout) == gone
+
+
+def test_prune_with_nothing_removed_changes_nothing(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    before = snapshot(layout.root)
+    report = pki.prune(d)
+    assert not report.changed
+    assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+def test_check_finds_no_problem_in_a_fresh_pki(issued) -> None:  # noqa: ANN001
+    d, _ = issued
+    assert pki.check(d) == []
+
+
+def test_check_reports_a_key_that_does_not_match_its_certificate(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    layout.key("worker-1", "client").write_bytes(layout.key("client-1", "client").read_bytes())
+    assert any("does not match" in p for p in pki.check(d))
+
+
+def test_check_reports_a_private_key_readable_by_others(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    layout.key("worker-1", "client").chmod(0o644)
+    assert any("mode 0644" in p for p in pki.check(d))
+
+
+# --------------------------------------------------------------------------- real TLS handshakes
+
+
+def _server(layout: pki.Layout, host: str = "rabbitmq-1", *, crl: bool = False):  # noqa: ANN202
+    return server_context(layout.ca_pem, layout.cert(host, "server"), layout.key(host, "server"),
+                          crl=layout.crl_pem if crl else None)
+
+
+def _client(layout: pki.Layout, host: str = "worker-1"):  # noqa: ANN202
+    return client_context(layout.ca_pem, layout.cert(host, "client"), layout.key(host, "client"))
+
+
+def test_handshake_with_issued_certificates_authenticates_both_sides(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    result = handshake(_server(layout, crl=True), _client(layout), "rabbitmq-1")
+    assert result.ok, result
+    assert result.peer_cn == "worker-1"
+
+
+def test_handshake_by_ip_address_matches_the_ip_san(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    assert handshake(_server(layout), _client(layout), "127.0.0.1").ok
+
+
+def test_client_rejects_a_server_certificate_for_another_name(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    result = handshake(_server(layout, "redis-1"), _client(layout), "rabbitmq-1")
+    assert result.client_error and "Hostname mismatch" in result.client_error
+
+
+def test_server_rejects_a_client_without_a_certificate(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    result = handshake(_server(layout), client_context(layout.ca_pem, None, None), "rabbitmq-1")
+    assert not result.ok
+    assert result.peer_cn is None
+
+
+def test_server_rejects_a_client_certificate_from_another_ca(issued, tmp_path: Path) -> None:  # noqa: ANN001
+    _, layout = issued
+    ca, ca_key = foreign_ca()
+    cert, key = write_pair(tmp_path, "intruder", *sign_leaf(ca, ca_key, "worker-1"))
+    result = handshake(_server(layout), client_context(layout.ca_pem, cert, key), "rabbitmq-1")
+    assert result.server_error and "certificate verify failed" in result.server_error
+    assert result.peer_cn is None
+
+
+def test_server_rejects_an_expired_client_certificate(issued, tmp_path: Path) -> None:  # noqa: ANN001
+    _, layout = issued
+    now = dt.datetime.now(dt.timezone.utc)
+    expired = sign_leaf(load_cert(layout.root_cert), load_key(layout.root_key), "worker-1",
+                        not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
+    cert, key = write_pair(tmp_path, "expired", *expired)
+    result = handshake(_server(layout), client_context(layout.ca_pem, cert, key), "rabbitmq-1")
+    assert result.server_error and "certificate has expired" in result.server_error
+
+
+def test_server_rejects_a_revoked_client_certificate(issued, tmp_path: Path) -> None:  # noqa: ANN001
+    d, layout = issued
+    # Keep the revoked pair: the next `issue` would replace it.
+    cert = tmp_path / "c.pem"
+    key = tmp_path / "c.key"
+    cert.write_bytes(layout.cert("worker-1", "client").read_bytes())
+    key.write_bytes(layout.key("worker-1", "client").read_bytes())
+    pki.revoke(d, "worker-1")
+    result = handshake(_server(layout, crl=True), client_context(layout.ca_pem, cert, key), "rabbitmq-1")
+    assert result.server_error and "certificate revoked" in result.server_error
+
+
+def test_server_rejects_a_server_certificate_used_as_client_certificate(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    client = client_context(layout.ca_pem, layout.cert("redis-1", "server"), layout.key("redis-1", "server"))
+    result = handshake(_server(layout), client, "rabbitmq-1")
+    assert result.server_error and "unsuitable certificate purpose" in result.server_error
+
+
+def test_handshake_works_through_the_intermediate_chain(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(_with_intermediate(write_inventory))
+    # Both sides trust only the root: the chain in the leaf files must complete the path.
+    result = handshake(_server(layout, crl=True), _client(layout), "rabbitmq-1")
+    assert result.ok, result
+    assert result.peer_cn == "worker-1"
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_two_concurrent_issue_runs_produce_one_consistent_pki(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    groups = basic_groups
+    groups["celery_workers"].update({f"w-{i}": {"ansible_host": f"127.0.1.{i}"} for i in range(1, 25)})
+    inv = write_inventory(groups)
+    command = [sys.executable, "-m", "celery_provision.cli", "certs", "issue", "-i", str(inv)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    d = model.load(inv)
+    assert pki.check(d) == []
+    layout = pki.Layout(d.pki_dir)
+    assert len(list(layout.root.glob("ca.retired-*"))) == 0
+    # One run issued everything, the other found it done: nothing was issued twice.
+    issued_lines = [out.count("  issued  ") for out, _ in results]
+    assert sorted(issued_lines) == [0, 1 + 2 + 2 * 26]

@@ -164,6 +164,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return audit.exit_status(findings, audit.Severity[args.fail_on.upper()])
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import verify
+
+    d = _deployment(args)
+    checks = verify.run(d, canary=not args.no_canary, timeout=args.timeout)
+    print(verify.to_json(checks) if args.json else verify.format_table(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -220,6 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--fail-on", default="high", choices=("info", "low", "medium", "high", "critical"),
                     help="exit 1 when a finding is at least this severe (default: high)")
     sp.set_defaults(func=cmd_audit)
+
+    sp = inv(sub.add_parser("verify", help="check the live deployment: TLS, refusals, a signed canary task"))
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--no-canary", action="store_true", help="skip the canary task round trip")
+    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the canary (default 30)")
+    sp.set_defaults(func=cmd_verify)
     return p
 
 

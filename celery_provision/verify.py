@@ -1,0 +1,253 @@
+"""Checks of a live deployment from the controller: what must connect does, what must not
+is refused, and a signed canary task makes the round trip through the running workers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import ssl
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import render
+from .errors import ProvisionError
+from .model import Deployment, Host
+from .pki import Layout
+
+__all__ = ["Check", "run", "format_table", "to_json", "tls_client_context", "load_module"]
+
+PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
+_TIMEOUT = 5.0
+
+
+@dataclass
+class Check:
+    """One verified property of one endpoint."""
+
+    check: str
+    target: str
+    ok: bool
+    detail: str
+
+
+def tls_client_context(ca: Path | str, cert: Path | str | None = None, key: Path | str | None = None,
+                       *, check_hostname: bool = True) -> ssl.SSLContext:
+    """A verifying TLS client context, optionally presenting a client certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(str(ca))
+    ctx.check_hostname = check_hostname
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
+
+def _handshake(address: str, port: int, ctx: ssl.SSLContext, server_name: str) -> ssl.SSLSocket:
+    sock = socket.create_connection((address, port), timeout=_TIMEOUT)
+    try:
+        return ctx.wrap_socket(sock, server_hostname=server_name)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _refused_after_handshake(tls: ssl.SSLSocket, probe: bytes) -> tuple[bool, str]:
+    """TLS 1.3 servers reject a missing client certificate after the client's handshake ends:
+    the refusal shows up on the first read."""
+    try:
+        tls.sendall(probe)
+        data = tls.recv(64)
+    except (ssl.SSLError, OSError) as exc:
+        return True, f"refused: {getattr(exc, 'reason', None) or type(exc).__name__}"
+    finally:
+        tls.close()
+    return (not data), ("closed by server" if not data else f"server answered {data[:16]!r}")
+
+
+def _probe(address: str, port: int, ctx: ssl.SSLContext, server_name: str, probe: bytes) -> tuple[bool, str]:
+    """True if the server refuses this client (during or right after the handshake)."""
+    try:
+        tls = _handshake(address, port, ctx, server_name)
+    except (ssl.SSLError, OSError) as exc:
+        return True, f"refused: {getattr(exc, 'reason', None) or exc}"
+    return _refused_after_handshake(tls, probe)
+
+
+def _plaintext_refused(address: str, port: int, probe: bytes) -> tuple[bool, str]:
+    """True if nothing speaks the broker protocol in plaintext on *port*."""
+    try:
+        sock = socket.create_connection((address, port), timeout=_TIMEOUT)
+    except OSError as exc:
+        return True, f"no plaintext listener ({exc.strerror or exc})"
+    try:
+        sock.sendall(probe)
+        data = sock.recv(64)
+    except OSError as exc:
+        return True, f"connection dropped ({exc.strerror or exc})"
+    finally:
+        sock.close()
+    speaks = data.startswith(b"AMQP") or data.startswith(b"\x01") or data.startswith((b"+", b"-", b"$"))
+    return (not speaks), ("no protocol answer in plaintext" if not speaks else f"answered {data[:16]!r}")
+
+
+_AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+_REDIS_PING = b"PING\r\n"
+
+
+def _endpoint_checks(d: Deployment, broker: Host, kind: str, client: Host) -> list[Check]:
+    layout = Layout(d.pki_dir)
+    port = int(broker.var(f"{kind}_tls_port"))
+    target = f"{kind} {broker.name} {broker.address}:{port}"
+    probe = _AMQP_HEADER if kind == "rabbitmq" else _REDIS_PING
+    out: list[Check] = []
+    good = tls_client_context(layout.ca_pem, layout.cert(client.name, "client"), layout.key(client.name, "client"))
+    try:
+        tls = _handshake(broker.address, port, good, broker.address)
+        cert = tls.getpeercert() or {}
+        expires = cert.get("notAfter", "?")
+        days = int((ssl.cert_time_to_seconds(expires) - time.time()) // 86400) if expires != "?" else -1
+        out.append(Check("tls handshake (worker cert)", target, True,
+                         f"{tls.version()} {tls.cipher()[0]}; server cert expires in {days} days"))
+        out.append(Check("chain verifies against the CA", target, True, "verified with hostname check"))
+        tls.close()
+    except (ssl.SSLError, OSError) as exc:
+        out.append(Check("tls handshake (worker cert)", target, False, str(exc)))
+    refused, why = _probe(broker.address, port, tls_client_context(layout.ca_pem), broker.address, probe)
+    out.append(Check("client without certificate refused", target, refused, why))
+    refused, why = _plaintext_refused(broker.address, port, probe)
+    out.append(Check("plaintext on the TLS port refused", target, refused, why))
+    plain_port = PLAINTEXT_PORTS[kind]
+    refused, why = _plaintext_refused(broker.address, plain_port, probe)
+    out.append(Check(f"plaintext port {plain_port} refused", f"{kind} {broker.name} {broker.address}:{plain_port}",
+                     refused, why))
+    if kind == "rabbitmq":
+        out.append(_guest_refused(broker, port, good, target))
+    else:
+        out.append(_redis_default_refused(d, broker, port, layout, client, target))
+    return out
+
+
+def _guest_refused(broker: Host, port: int, ctx: ssl.SSLContext, target: str) -> Check:
+    import amqp
+
+    conn = amqp.Connection(f"{broker.address}:{port}", userid="guest", password="guest",
+                           ssl=ctx, connect_timeout=_TIMEOUT)
+    try:
+        conn.connect()
+    except Exception as exc:  # AccessRefused, or the server closing on us
+        return Check("user guest refused", target, True, f"refused: {type(exc).__name__}")
+    finally:
+        try:
+            conn.collect()
+        except Exception:
+            pass
+    return Check("user guest refused", target, False, "guest logged in")
+
+
+def _redis_default_refused(d: Deployment, broker: Host, port: int, layout: Layout, client: Host,
+                           target: str) -> Check:
+    import redis
+
+    r = redis.Redis(host=broker.address, port=port, ssl=True, ssl_ca_certs=str(layout.ca_pem),
+                    ssl_certfile=str(layout.cert(client.name, "client")),
+                    ssl_keyfile=str(layout.key(client.name, "client")), socket_timeout=_TIMEOUT)
+    try:
+        r.ping()
+    except redis.exceptions.AuthenticationError as exc:
+        return Check("user default refused", target, True, f"refused: {exc}")
+    except redis.exceptions.ResponseError as exc:
+        return Check("user default refused", target, "NOAUTH" in str(exc) or "NOPERM" in str(exc), str(exc))
+    except redis.exceptions.ConnectionError as exc:
+        return Check("user default refused", target, False, f"cannot connect: {exc}")
+    finally:
+        r.close()
+    return Check("user default refused", target, False, "PING answered without authentication")
+
+
+def load_module(path: Path, name: str = "celeryconfig") -> ModuleType:
+    """Import a rendered configuration module from its file."""
+    spec = importlib.util.spec_from_file_location(f"{name}_{uuid.uuid4().hex[:8]}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def client_app(d: Deployment, host: Host, workdir: Path) -> Any:
+    """A Celery app configured exactly as *host* would be, with the controller's files."""
+    from celery import Celery
+
+    path = render.write_all(d, workdir, hosts=[host.name], controller_paths=True)[0][0]
+    app = Celery(f"verify-{host.name}", set_as_current=False)
+    app.config_from_object(load_module(path))
+    app.setup_security()
+    return app
+
+
+def _canary(d: Deployment, client: Host, timeout: float) -> Check:
+    from . import canary
+
+    target = f"{d.settings.broker} -> workers -> {d.settings.result_backend}"
+    with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp:
+        try:
+            app = client_app(d, client, Path(tmp))
+            nonce = uuid.uuid4().hex
+            started = time.monotonic()
+            answer = app.send_task(canary.PING, args=[nonce]).get(timeout=timeout)
+            elapsed = time.monotonic() - started
+        except Exception as exc:  # any failure of the round trip is the finding
+            return Check("signed canary task answered", target, False, f"{type(exc).__name__}: {exc}")
+        finally:
+            try:
+                app.close()
+            except Exception:
+                pass
+    ok = isinstance(answer, dict) and answer.get("nonce") == nonce
+    return Check("signed canary task answered", target, ok,
+                 f"answered by {answer.get('host')} in {elapsed:.2f}s" if ok else f"bad answer {answer!r}")
+
+
+def run(d: Deployment, *, canary: bool = True, timeout: float = 30.0,
+        progress: Callable[[Check], None] | None = None) -> list[Check]:
+    """Every check against the live deployment, in a stable order."""
+    if not d.apps:
+        raise ProvisionError("no worker or client to verify with", where=str(d.inventory))
+    client = (d.group("celery_clients") or d.group("celery_workers"))[0]
+    checks: list[Check] = []
+    for kind in ("rabbitmq", "redis"):
+        for broker in d.group(kind):
+            for c in _endpoint_checks(d, broker, kind, client):
+                checks.append(c)
+                if progress:
+                    progress(c)
+    if canary:
+        c = _canary(d, client, timeout)
+        checks.append(c)
+        if progress:
+            progress(c)
+    return checks
+
+
+def format_table(checks: list[Check]) -> str:
+    """A readable table and a summary line."""
+    rows = [("RESULT", "CHECK", "TARGET", "DETAIL")] + [
+        ("PASS" if c.ok else "FAIL", c.check, c.target, c.detail) for c in checks
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]), r[3]]) for r in rows]
+    failed = sum(not c.ok for c in checks)
+    lines.append(f"verify: {len(checks) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+def to_json(checks: list[Check]) -> str:
+    return json.dumps([asdict(c) for c in checks], indent=2)
+
+

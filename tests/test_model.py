@@ -1,0 +1,175 @@
+"""The deployment model: an Ansible inventory read through ansible-core, typed and validated."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from celery_provision import model, pki
+
+FIXTURES = Path(__file__).parent / "inventories"
+EXAMPLE = Path(__file__).resolve().parent.parent / "inventories" / "example"
+
+
+@pytest.fixture
+def ini_inventory(tmp_path: Path) -> Path:
+    """tests/inventories/ini copied to tmp (its state dir must not land in the repo)."""
+    return Path(shutil.copytree(FIXTURES / "ini", tmp_path / "ini"))
+
+
+@pytest.fixture
+def ini(ini_inventory: Path) -> model.Deployment:
+    return model.load(ini_inventory)
+
+
+# --------------------------------------------------------------------------- formats and sources
+
+
+def test_ini_inventory_puts_every_host_in_its_role_groups(ini: model.Deployment) -> None:
+    assert [h.name for h in ini.group("rabbitmq")] == ["mq-1"]
+    assert [h.name for h in ini.group("redis")] == ["cache-1"]
+    assert [h.name for h in ini.group("celery_workers")] == ["worker-1", "worker-2"]
+    assert [h.name for h in ini.group("celery_clients")] == ["web-1"]
+
+
+def test_ansible_host_is_the_address(ini: model.Deployment) -> None:
+    assert ini.host("worker-2").address == "192.0.2.32"
+
+
+def test_groups_outside_the_four_role_groups_are_ignored(ini: model.Deployment) -> None:
+    assert ini.host("worker-1").groups == frozenset({"celery_workers"})
+
+
+def test_group_vars_all_sets_the_deployment_settings(ini: model.Deployment) -> None:
+    s = ini.settings
+    assert (s.queues, s.key_type, s.signing_key_type, s.leaf_days) == (("celery", "mail"), "ec-p384", "rsa2048", 90)
+    assert s.admin_networks == ("198.51.100.0/24",)
+
+
+def test_group_vars_of_a_group_override_a_role_default(ini: model.Deployment) -> None:
+    assert ini.host("mq-1").var("rabbitmq_tls_port") == 15671
+
+
+def test_role_default_applies_where_the_inventory_sets_nothing(ini: model.Deployment) -> None:
+    assert ini.host("cache-1").var("redis_tls_port") == 6380
+    assert ini.host("mq-1").var("rabbitmq_admin_user") == "admin"
+
+
+def test_group_vars_value_is_templated_per_host(ini: model.Deployment) -> None:
+    assert ini.host("worker-1").var("celery_worker_config_dir") == "/srv/celery/worker-1"
+
+
+def test_host_vars_override_group_vars(ini: model.Deployment) -> None:
+    assert ini.host("worker-2").var("celery_worker_config_dir") == "/opt/worker-two"
+
+
+def test_role_default_template_is_rendered_with_the_host_name(inventory: Path) -> None:
+    d = model.load(inventory)
+    assert d.host("client-1").var("celery_worker_config_dir") == "/etc/celery-provision/client-1"
+
+
+def test_yaml_inventory_file_with_inline_vars_works(tmp_path: Path) -> None:
+    path = tmp_path / "prod.yml"
+    path.write_text(yaml.safe_dump({"all": {
+        "vars": {"celery_provision_vhost": "jobs"},
+        "children": {
+            "redis": {"hosts": {"r1": {"ansible_host": "192.0.2.1"}}},
+            "celery_workers": {"hosts": {"w1": {"ansible_host": "192.0.2.2"}}},
+        },
+    }}))
+    d = model.load(path)
+    assert d.settings.vhost == "jobs"
+    assert sorted(d.hosts) == ["r1", "w1"]
+
+
+# --------------------------------------------------------------------------- derived values
+
+
+def test_sans_are_name_address_and_extra_sans_once_each(ini: model.Deployment) -> None:
+    assert ini.host("worker-2").sans == ("worker-2", "192.0.2.32", "worker-2.example.org", "198.51.100.7")
+
+
+def test_repeated_san_appears_once(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    basic_groups["redis"]["redis-1"]["celery_provision_extra_sans"] = ["redis-1", "127.0.0.2", "localhost"]
+    d = model.load(write_inventory(basic_groups))
+    assert d.host("redis-1").sans == ("redis-1", "127.0.0.2", "localhost")
+
+
+def test_address_defaults_to_the_inventory_name(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    del basic_groups["celery_workers"]["worker-1"]["ansible_host"]
+    d = model.load(write_inventory(basic_groups))
+    assert d.host("worker-1").address == "worker-1"
+
+
+def test_broker_defaults_to_rabbitmq_when_the_group_has_hosts(inventory: Path) -> None:
+    assert model.load(inventory).settings.broker == "rabbitmq"
+
+
+def test_broker_defaults_to_redis_without_rabbitmq_hosts(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    del basic_groups["rabbitmq"]
+    assert model.load(write_inventory(basic_groups)).settings.broker == "redis"
+
+
+def test_result_backend_defaults_to_rpc_without_redis_hosts(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    del basic_groups["redis"]
+    assert model.load(write_inventory(basic_groups)).settings.result_backend == "rpc"
+
+
+def test_one_host_may_hold_several_roles(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    basic_groups["celery_workers"]["redis-1"] = {}
+    d = model.load(write_inventory(basic_groups))
+    assert d.host("redis-1").groups == frozenset({"redis", "celery_workers"})
+    assert {s.kind for s in pki.leaf_specs(d) if s.host == "redis-1"} == {"server", "client", "signing"}
+
+
+def test_state_lives_beside_a_directory_inventory(inventory: Path) -> None:
+    d = model.load(inventory)
+    assert d.pki_dir == inventory.parent / ".celery-provision" / "inv" / "pki"
+    assert d.credentials_dir == inventory.parent / ".celery-provision" / "inv" / "credentials"
+
+
+def test_state_of_a_file_inventory_is_named_after_its_stem(tmp_path: Path, inventory: Path) -> None:
+    single = tmp_path / "staging.yml"
+    shutil.copy(inventory / "hosts.yml", single)
+    assert model.load(single).pki_dir == tmp_path / ".celery-provision" / "staging" / "pki"
+
+
+def test_pki_dir_setting_is_relative_to_the_inventory(write_inventory) -> None:  # noqa: ANN001
+    inv = write_inventory(all_vars={"celery_provision_pki_dir": "../elsewhere/pki"})
+    assert model.load(inv).pki_dir == (inv.parent / "elsewhere" / "pki").resolve()
+
+
+def test_explicit_pki_dir_wins_over_the_inventory(inventory: Path, tmp_path: Path) -> None:
+    assert model.load(inventory, pki_dir=tmp_path / "p").pki_dir == tmp_path / "p"
+
+
+# --------------------------------------------------------------------------- the example inventory
+
+
+@pytest.fixture
+def example(monkeypatch: pytest.MonkeyPatch) -> model.Deployment:
+    monkeypatch.setenv("CELERY_PROVISION_EXAMPLE_CA_PASSPHRASE", "unused")
+    return model.load(EXAMPLE)
+
+
+def test_example_inventory_has_two_brokers_of_each_kind_workers_and_a_client(example: model.Deployment) -> None:
+    assert len(example.group("rabbitmq")) == 2
+    assert len(example.group("redis")) == 2
+    assert len(example.group("celery_workers")) >= 3
+    assert len(example.group("celery_clients")) >= 1
+
+
+def test_example_inventory_uses_private_addresses(example: model.Deployment) -> None:
+    import ipaddress
+
+    assert all(ipaddress.ip_address(h.address).is_private for h in example.hosts.values())
+
+
+def test_example_inventory_asks_for_clustered_rabbitmq_certificates(example: model.Deployment) -> None:
+    specs = {s.name: s for s in pki.leaf_specs(example)}
+    assert specs["mq-1/server"].eku == ("serverAuth", "clientAuth")
+    assert specs["redis-1/server"].eku == ("serverAuth",)
+    assert "mq.internal.example.org" in specs["mq-2/server"].sans

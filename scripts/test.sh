@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine, as root:
+#   sudo bash scripts/test.sh [PYTEST ARGS]
+# Installs what it needs (apt, pip, the Podman image for Molecule), then runs pytest:
+# unit tests, live tests against real RabbitMQ/Redis/Celery started by the test setup,
+# the hostile-client suite, the Molecule scenarios and the linters.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install.sh
+bash molecule/_shared/prepare-host.sh
+export PATH="$PWD/.venv/bin:$PATH"
+exec .venv/bin/pytest "$@"

@@ -174,7 +174,8 @@ def load_config(target: str) -> dict[str, Any]:
     app = Celery("celery-provision-audit", set_as_current=False)
     app.config_from_object(module)
     try:
-        conf = app.conf
+        len(app.conf)  # the configuration is lazy: this is where Celery checks the names
+        conf = app.conf  # now the finalized Settings (defaults + aliases)
     except Exception as exc:  # ImproperlyConfigured: mixes old and new setting names
         raise ProvisionError(_one_line(f"Celery refuses these settings: {exc}"), where=target) from exc
     settings: dict[str, Any] = {}
@@ -682,11 +683,11 @@ class _Audit:
     def check_literal_password(self, setting: str, password: str) -> None:
         candidates = {password, unquote(password)}
         literals = self.literals()
-        if literals is None or any(lit in candidates or any(f":{c}@" in lit for c in candidates) for lit in literals):
+        if literals is not None and any(lit in candidates or any(f":{c}@" in lit for c in candidates) for lit in literals):
             self.add(Severity.HIGH, "password-in-config", setting, "a password is written in the config file", _PASSWORD_FIX)
 
     def literals(self) -> set[str] | None:
-        """String literals of the config's source, or None when there is no source to read."""
+        """String literals of the config's source; None (nothing to judge) without a source."""
         if self._literals is None and self.source_file:
             try:
                 tree = ast.parse(Path(self.source_file).read_text(encoding="utf-8"))
@@ -787,12 +788,13 @@ class _Audit:
             style = "unknown"
         if (setting, style) not in self._spellings:
             self._spellings.append((setting, style))
-        # py-amqp needs the ssl constant; redis-py takes constants and lower-case words;
-        # only Celery's Redis *backend* also converts the CERT_* names.
+        # In URLs kombu and Celery's Redis backend take both words and CERT_* names. In
+        # dicts py-amqp needs the ssl constant, redis-py takes constants and lower-case
+        # words, and only Celery's Redis *backend* also converts the CERT_* names.
         rejected = (
             style == "unknown"
-            or (amqp and style != "constant")
-            or (not amqp and style == "NAME" and not backend)
+            or (not from_url and amqp and style != "constant")
+            or (not from_url and not amqp and style == "NAME" and not backend)
         )
         if rejected:
             where = "in the URL" if from_url else "in the dict"

@@ -92,47 +92,111 @@ class Finding:
 # Every rule: code -> (usual severity, what it catches). Severities of single
 # findings may be lower when the same code covers a milder variant.
 RULES: dict[str, tuple[Severity, str]] = {
-    "unsafe-serializer": (Severity.CRITICAL, "pickle or yaml accepted or used for messages/results/events"),
+    "unsafe-serializer": (
+        Severity.CRITICAL,
+        "pickle or yaml accepted or used for messages/results/events",
+    ),
     "unknown-serializer": (Severity.MEDIUM, "custom serializer whose safety cannot be checked"),
-    "signing-disabled": (Severity.MEDIUM, "task messages are not signed (task_serializer/accept_content not 'auth')"),
-    "unsigned-accepted": (Severity.HIGH, "signing is on but accept_content still takes unsigned content"),
-    "signing-incomplete": (Severity.MEDIUM, "auth serializer without security_key/certificate/cert_store"),
+    "signing-disabled": (
+        Severity.MEDIUM,
+        "task messages are not signed (task_serializer/accept_content not 'auth')",
+    ),
+    "unsigned-accepted": (
+        Severity.HIGH,
+        "signing is on but accept_content still takes unsigned content",
+    ),
+    "signing-incomplete": (
+        Severity.MEDIUM,
+        "auth serializer without security_key/certificate/cert_store",
+    ),
     "weak-digest": (Severity.HIGH, "security_digest is md5/sha1/sha224"),
     "cert-store-expired": (Severity.HIGH, "an expired certificate in the signing cert store"),
-    "cert-store-duplicate": (Severity.HIGH, "two certificates with the same issuer+serial in the store"),
+    "cert-store-duplicate": (
+        Severity.HIGH,
+        "two certificates with the same issuer+serial in the store",
+    ),
     "cert-store-non-rsa": (Severity.HIGH, "a non-RSA certificate in the store"),
     "cert-store-invalid": (Severity.HIGH, "a file in the store is not a PEM certificate"),
     "cert-store-empty": (Severity.HIGH, "security_cert_store matches no certificate"),
-    "signing-cert-invalid": (Severity.HIGH, "security_certificate expired, non-RSA or not matching security_key"),
-    "private-key-exposed": (Severity.HIGH, "a private key file readable or writable by other users"),
-    "broker-url-unset": (Severity.HIGH, "no broker_url: Celery falls back to amqp://guest@localhost//"),
+    "signing-cert-invalid": (
+        Severity.HIGH,
+        "security_certificate expired, non-RSA or not matching security_key",
+    ),
+    "private-key-exposed": (
+        Severity.HIGH,
+        "a private key file readable or writable by other users",
+    ),
+    "broker-url-unset": (
+        Severity.HIGH,
+        "no broker_url: Celery falls back to amqp://guest@localhost//",
+    ),
     "plaintext-transport": (Severity.CRITICAL, "broker or backend without TLS"),
-    "rediss-unverified": (Severity.CRITICAL, "rediss:// broker with no TLS options: kombu uses CERT_NONE"),
-    "backend-tls-options-missing": (Severity.LOW, "rediss:// backend with no ssl_cert_reqs: Celery refuses to start"),
+    "rediss-unverified": (
+        Severity.CRITICAL,
+        "rediss:// broker with no TLS options: kombu uses CERT_NONE",
+    ),
+    "backend-tls-options-missing": (
+        Severity.LOW,
+        "rediss:// backend with no ssl_cert_reqs: Celery refuses to start",
+    ),
     "tls-verification-disabled": (Severity.CRITICAL, "cert_reqs/ssl_cert_reqs none or optional"),
-    "hostname-not-checked": (Severity.HIGH, "server host name not verified (no server_hostname / ssl_check_hostname off)"),
-    "no-private-ca": (Severity.MEDIUM, "TLS trusts the system CA bundle instead of the deployment CA"),
+    "hostname-not-checked": (
+        Severity.HIGH,
+        "server host name not verified (no server_hostname / ssl_check_hostname off)",
+    ),
+    "no-private-ca": (
+        Severity.MEDIUM,
+        "TLS trusts the system CA bundle instead of the deployment CA",
+    ),
     "no-client-certificate": (Severity.MEDIUM, "no certfile/keyfile: mutual TLS not in use"),
-    "cert-reqs-spelling": (Severity.MEDIUM, "an ssl_cert_reqs spelling the consuming library rejects"),
-    "cert-reqs-inconsistent": (Severity.LOW, "ssl_cert_reqs spelled differently in different places"),
+    "cert-reqs-spelling": (
+        Severity.MEDIUM,
+        "an ssl_cert_reqs spelling the consuming library rejects",
+    ),
+    "cert-reqs-inconsistent": (
+        Severity.LOW,
+        "ssl_cert_reqs spelled differently in different places",
+    ),
     "guest-credentials": (Severity.CRITICAL, "the RabbitMQ guest account"),
     "missing-credentials": (Severity.HIGH, "no user or no password in a broker/backend URL"),
     "password-in-config": (Severity.HIGH, "a password written literally in the config"),
     "unchecked-transport": (Severity.INFO, "a transport this audit does not inspect"),
     "file-not-found": (Severity.INFO, "a referenced file does not exist on this machine"),
     "no-effect-setting": (Severity.LOW, "a setting Celery does not know: it has no effect"),
-    "not-a-security-control": (Severity.INFO, "a setting that looks like a protection but is not one"),
-    "deprecated-setting-name": (Severity.LOW, "an old uppercase setting name (removed in Celery 6)"),
-    "remote-control-unsigned": (Severity.LOW, "remote control on without signing: broker write access = worker control"),
-    "pool-restarts-enabled": (Severity.LOW, "worker_pool_restarts lets remote control re-import code"),
+    "not-a-security-control": (
+        Severity.INFO,
+        "a setting that looks like a protection but is not one",
+    ),
+    "deprecated-setting-name": (
+        Severity.LOW,
+        "an old uppercase setting name (removed in Celery 6)",
+    ),
+    "remote-control-unsigned": (
+        Severity.LOW,
+        "remote control on without signing: broker write access = worker control",
+    ),
+    "pool-restarts-enabled": (
+        Severity.LOW,
+        "worker_pool_restarts lets remote control re-import code",
+    ),
     "result-extended": (Severity.LOW, "result_extended stores task args/kwargs in the backend"),
     "results-unsigned": (Severity.INFO, "results in the backend are not signed"),
     "old-task-protocol": (Severity.LOW, "task_protocol 1"),
     "retry-on-startup-unset": (Severity.LOW, "broker_connection_retry_on_startup left unset"),
 }
 
-_PASSWORD_FIX = "read it from a 0600 file at import time (e.g. Path(...).read_text().strip()) instead"
-_SETTING_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "BROKER_", "CASSANDRA_", "REDIS_", "EMAIL_")
+_PASSWORD_FIX = (
+    "read it from a 0600 file at import time (e.g. Path(...).read_text().strip()) instead"
+)
+_SETTING_PREFIXES = (
+    "CELERY_",
+    "CELERYD_",
+    "CELERYBEAT_",
+    "BROKER_",
+    "CASSANDRA_",
+    "REDIS_",
+    "EMAIL_",
+)
 _AMQP_SCHEMES = {"amqp", "pyamqp", "librabbitmq"}
 _REDIS_SCHEMES = {"redis", "sentinel"}
 _CONTENT_TYPES = {
@@ -145,7 +209,11 @@ _CONTENT_TYPES = {
 _SAFE_CONTENT = {"json", "msgpack", "auth"}
 _CERT_REQS_WORDS = {"none": "none", "optional": "optional", "required": "required"}
 _CERT_REQS_NAMES = {"CERT_NONE": "none", "CERT_OPTIONAL": "optional", "CERT_REQUIRED": "required"}
-_CERT_REQS_INTS = {int(ssl.CERT_NONE): "none", int(ssl.CERT_OPTIONAL): "optional", int(ssl.CERT_REQUIRED): "required"}
+_CERT_REQS_INTS = {
+    int(ssl.CERT_NONE): "none",
+    int(ssl.CERT_OPTIONAL): "optional",
+    int(ssl.CERT_REQUIRED): "required",
+}
 _LOOKALIKES = {
     "task_create_missing_queues": (
         "only stops this app from declaring unknown queues; any broker user with configure rights still can",
@@ -177,15 +245,14 @@ def load_config(target: str) -> dict[str, Any]:
         len(app.conf)  # the configuration is lazy: this is where Celery checks the names
         conf = app.conf  # now the finalized Settings (defaults + aliases)
     except Exception as exc:  # ImproperlyConfigured: mixes old and new setting names
-        raise ProvisionError(_one_line(f"Celery refuses these settings: {exc}"), where=target) from exc
+        raise ProvisionError(
+            _one_line(f"Celery refuses these settings: {exc}"), where=target
+        ) from exc
     settings: dict[str, Any] = {}
     for name, value in vars(module).items():
         if not _is_setting_like(name, value):
             continue
-        try:
-            settings[name] = conf[name] if name in conf else value
-        except Exception:  # a Settings property that fails to compute: keep the raw value
-            settings[name] = value
+        settings[name] = conf.get(name, value)
     module_file = getattr(module, "__file__", None)
     if module_file:
         settings["__file__"] = module_file
@@ -194,14 +261,20 @@ def load_config(target: str) -> dict[str, Any]:
 
 def _import_target(target: str) -> types.ModuleType:
     """Import a config module by dotted path or by file path; errors become ProvisionError."""
-    is_file = target.endswith(".py") or os.sep in target or (os.altsep is not None and os.altsep in target)
+    is_file = (
+        target.endswith(".py")
+        or os.sep in target
+        or (os.altsep is not None and os.altsep in target)
+    )
     try:
         if is_file:
             path = Path(target)
             if not path.is_file():
                 raise ProvisionError("no such file", where=target)
             if path.suffix != ".py":
-                raise ProvisionError("not a Python file (expected a .py file or a module path)", where=target)
+                raise ProvisionError(
+                    "not a Python file (expected a .py file or a module path)", where=target
+                )
             name = f"_celery_provision_audit_{uuid.uuid4().hex}"
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
@@ -216,17 +289,25 @@ def _import_target(target: str) -> types.ModuleType:
         raise
     except ModuleNotFoundError as exc:
         if exc.name is not None and (target == exc.name or target.startswith(exc.name + ".")):
-            raise ProvisionError("no such module (looked in the current directory and sys.path)", where=target) from None
+            raise ProvisionError(
+                "no such module (looked in the current directory and sys.path)", where=target
+            ) from None
         raise ProvisionError(_one_line(f"importing it failed: {exc}"), where=target) from exc
     except SyntaxError as exc:
-        raise ProvisionError(_one_line(f"syntax error at line {exc.lineno}: {exc.msg}"), where=target) from None
+        raise ProvisionError(
+            _one_line(f"syntax error at line {exc.lineno}: {exc.msg}"), where=target
+        ) from None
     except (Exception, SystemExit) as exc:
-        raise ProvisionError(_one_line(f"importing it raised {type(exc).__name__}: {exc}"), where=target) from exc
+        raise ProvisionError(
+            _one_line(f"importing it raised {type(exc).__name__}: {exc}"), where=target
+        ) from exc
 
 
 def _is_setting_like(name: str, value: Any) -> bool:
     """Tell settings from imports, helpers and dunders in a config module."""
-    if name.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)):
+    if name.startswith("_") or isinstance(
+        value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
+    ):
         return False
     if name in SETTING_KEYS or name in _TO_NEW_KEY:
         return True
@@ -262,7 +343,9 @@ class _Audit:
     """One pass over a configuration; rules append to ``findings``."""
 
     def __init__(self, conf: Mapping[str, Any]) -> None:
-        self.source_file: str | None = conf.get("__file__") if isinstance(conf.get("__file__"), str) else None
+        self.source_file: str | None = (
+            conf.get("__file__") if isinstance(conf.get("__file__"), str) else None
+        )
         self.set: dict[str, Any] = {}
         self.old_names: dict[str, str] = {}
         self.unknown: list[str] = []
@@ -305,7 +388,10 @@ class _Audit:
 
     def check_names(self) -> None:
         for name in sorted(self.unknown):
-            looks_secure = any(w in name.lower() for w in ("ssl", "tls", "auth", "pass", "secur", "cert", "acl", "port", "key"))
+            looks_secure = any(
+                w in name.lower()
+                for w in ("ssl", "tls", "auth", "pass", "secur", "cert", "acl", "port", "key")
+            )
             self.add(
                 Severity.MEDIUM if looks_secure else Severity.LOW,
                 "no-effect-setting",
@@ -377,7 +463,9 @@ class _Audit:
     # -- message signing --------------------------------------------------------
 
     def signing_on(self) -> bool:
-        return self.eff.get("task_serializer") == "auth" and {k for k, _ in self._content("accept_content")} == {"auth"}
+        return self.eff.get("task_serializer") == "auth" and {
+            k for k, _ in self._content("accept_content")
+        } == {"auth"}
 
     def check_signing(self) -> None:
         task_ser = self.eff.get("task_serializer")
@@ -400,7 +488,11 @@ class _Audit:
                 "set task_serializer = 'auth', accept_content = ['auth'], security_* and call app.setup_security()",
             )
         if task_ser == "auth" or "auth" in accepted:
-            missing = [s for s in ("security_key", "security_certificate", "security_cert_store") if not self.eff.get(s)]
+            missing = [
+                s
+                for s in ("security_key", "security_certificate", "security_cert_store")
+                if not self.eff.get(s)
+            ]
             if missing:
                 self.add(
                     Severity.MEDIUM,
@@ -499,9 +591,8 @@ class _Audit:
             problem = "has a non-RSA key (Celery signing supports RSA only)"
         elif _expired(cert):
             problem = f"expired {cert.not_valid_after_utc:%Y-%m-%d}"
-        elif self.eff.get("security_key") and os.path.exists(str(self.eff["security_key"])):
-            if not _key_matches(str(self.eff["security_key"]), cert, self.eff.get("security_key_password")):
-                problem = "does not match security_key"
+        elif not self._signing_key_matches(cert):
+            problem = "does not match security_key"
         if problem:
             self.add(
                 Severity.HIGH,
@@ -510,6 +601,12 @@ class _Audit:
                 f"{cert_path} {problem}: this node's signatures will not verify",
                 "use the signing.pem/signing.key pair issued for this host",
             )
+
+    def _signing_key_matches(self, cert: Any) -> bool:
+        key = self.eff.get("security_key")
+        if not key or not os.path.exists(str(key)):
+            return True  # nothing to compare with here
+        return _key_matches(str(key), cert, self.eff.get("security_key_password"))
 
     def check_key_file(self, setting: str, path: str) -> None:
         try:
@@ -556,7 +653,13 @@ class _Audit:
 
     def check_backend(self) -> None:
         for url in _split_urls(self.eff.get("result_backend")):
-            self.check_url("result_backend", url, self.eff.get("redis_backend_use_ssl"), "redis_backend_use_ssl", backend=True)
+            self.check_url(
+                "result_backend",
+                url,
+                self.eff.get("redis_backend_use_ssl"),
+                "redis_backend_use_ssl",
+                backend=True,
+            )
         if self.eff.get("result_backend") and self.eff.get("result_serializer") != "auth":
             self.add(
                 Severity.INFO,
@@ -566,21 +669,35 @@ class _Audit:
                 "set result_serializer = 'auth' and result_accept_content = ['auth'] if callers act on results",
             )
 
-    def check_url(self, setting: str, url: str, use_ssl: Any, ssl_setting: str, *, backend: bool) -> None:
+    def check_url(
+        self, setting: str, url: str, use_ssl: Any, ssl_setting: str, *, backend: bool
+    ) -> None:
         try:
             parts = urlsplit(url)
             scheme = parts.scheme.lower()
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             user, password = parts.username, parts.password
         except ValueError:
-            self.add(Severity.INFO, "unchecked-transport", setting, "the URL cannot be parsed", "check the URL")
+            self.add(
+                Severity.INFO,
+                "unchecked-transport",
+                setting,
+                "the URL cannot be parsed",
+                "check the URL",
+            )
             return
         shown = _mask(url)
         if scheme == "rpc" and backend:
             return
         if scheme in _AMQP_SCHEMES or scheme == "amqps":
             if backend:
-                self.add(Severity.INFO, "unchecked-transport", setting, f"{shown}: the amqp result backend is gone from Celery 5", "use rpc:// or rediss://")
+                self.add(
+                    Severity.INFO,
+                    "unchecked-transport",
+                    setting,
+                    f"{shown}: the amqp result backend is gone from Celery 5",
+                    "use rpc:// or rediss://",
+                )
                 return
             self.check_credentials(setting, url, "amqp", user, password)
             if scheme != "amqps" and not use_ssl:
@@ -593,9 +710,13 @@ class _Audit:
                 )
                 return
             if isinstance(use_ssl, Mapping) and use_ssl.get("cert_reqs") is not None:
-                self.note_spelling(ssl_setting, use_ssl["cert_reqs"], from_url=False, backend=False, amqp=True)
+                self.note_spelling(
+                    ssl_setting, use_ssl["cert_reqs"], from_url=False, backend=False, amqp=True
+                )
             dict_opts = use_ssl if isinstance(use_ssl, Mapping) else {}
-            self.check_tls(_Tls(ssl_setting if isinstance(use_ssl, Mapping) else setting, "amqp", dict_opts))
+            self.check_tls(
+                _Tls(ssl_setting if isinstance(use_ssl, Mapping) else setting, "amqp", dict_opts)
+            )
         elif scheme in _REDIS_SCHEMES or scheme == "rediss":
             self.check_credentials(setting, url, "redis", user, password)
             dict_ssl = use_ssl if isinstance(use_ssl, Mapping) and use_ssl else None
@@ -634,10 +755,16 @@ class _Audit:
             if url_reqs is not None:
                 self.note_spelling(setting, url_reqs, from_url=True, backend=backend)
             if dict_ssl is not None and dict_ssl.get("ssl_cert_reqs") is not None:
-                self.note_spelling(ssl_setting, dict_ssl["ssl_cert_reqs"], from_url=False, backend=backend)
+                self.note_spelling(
+                    ssl_setting, dict_ssl["ssl_cert_reqs"], from_url=False, backend=backend
+                )
             self.check_tls(_Tls(ssl_setting if dict_ssl is not None else setting, "redis", options))
         else:
-            what = "a local socket" if "socket" in scheme else f"the {scheme or 'unknown'}:// transport"
+            what = (
+                "a local socket"
+                if "socket" in scheme
+                else f"the {scheme or 'unknown'}:// transport"
+            )
             self.add(
                 Severity.INFO,
                 "unchecked-transport",
@@ -646,12 +773,16 @@ class _Audit:
                 "check its TLS and authentication by hand, or use amqps:// / rediss://",
             )
 
-    def check_credentials(self, setting: str, url: str, family: str, user: str | None, password: str | None) -> None:
+    def check_credentials(
+        self, setting: str, url: str, family: str, user: str | None, password: str | None
+    ) -> None:
         if family == "amqp" and not user:
             user = self.eff.get("broker_user") if setting != "result_backend" else None
         url_password = password
         if family == "amqp" and not password and setting != "result_backend":
-            password = self.eff.get("broker_password")  # its literal check is in check_setting_passwords
+            password = self.eff.get(
+                "broker_password"
+            )  # its literal check is in check_setting_passwords
         external = str(self.eff.get("broker_login_method") or "").upper() == "EXTERNAL"
         if user == "guest":
             self.add(
@@ -683,8 +814,16 @@ class _Audit:
     def check_literal_password(self, setting: str, password: str) -> None:
         candidates = {password, unquote(password)}
         literals = self.literals()
-        if literals is not None and any(lit in candidates or any(f":{c}@" in lit for c in candidates) for lit in literals):
-            self.add(Severity.HIGH, "password-in-config", setting, "a password is written in the config file", _PASSWORD_FIX)
+        if literals is not None and any(
+            lit in candidates or any(f":{c}@" in lit for c in candidates) for lit in literals
+        ):
+            self.add(
+                Severity.HIGH,
+                "password-in-config",
+                setting,
+                "a password is written in the config file",
+                _PASSWORD_FIX,
+            )
 
     def literals(self) -> set[str] | None:
         """String literals of the config's source; None (nothing to judge) without a source."""
@@ -696,7 +835,11 @@ class _Audit:
             found: set[str] = set()
             for node in ast.walk(tree):
                 if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-                    found.add(node.value.decode("utf-8", "replace") if isinstance(node.value, bytes) else node.value)
+                    found.add(
+                        node.value.decode("utf-8", "replace")
+                        if isinstance(node.value, bytes)
+                        else node.value
+                    )
             self._literals = found
         return self._literals
 
@@ -704,7 +847,9 @@ class _Audit:
         for setting in ("security_key_password", "redis_password", "broker_password"):
             value = self.set.get(setting)
             if value:
-                self.check_literal_password(setting, value.decode() if isinstance(value, bytes) else str(value))
+                self.check_literal_password(
+                    setting, value.decode() if isinstance(value, bytes) else str(value)
+                )
         for setting in ("broker_transport_options", "result_backend_transport_options"):
             for key, value in _walk(self.set.get(setting)):
                 if key.lower() == "password" and value:
@@ -715,7 +860,9 @@ class _Audit:
     def check_tls(self, tls: _Tls) -> None:
         opts, amqp = tls.options, tls.family == "amqp"
         reqs_key, ca_key, cert_key, key_key = (
-            ("cert_reqs", "ca_certs", "certfile", "keyfile") if amqp else ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+            ("cert_reqs", "ca_certs", "certfile", "keyfile")
+            if amqp
+            else ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
         )
         context = opts.get("context") if amqp and isinstance(opts.get("context"), Mapping) else None
         reqs_raw = opts.get(reqs_key)
@@ -776,7 +923,9 @@ class _Audit:
         if opts.get(key_key):
             self.check_key_file(tls.setting, str(opts[key_key]))
 
-    def note_spelling(self, setting: str, value: Any, *, from_url: bool, backend: bool, amqp: bool = False) -> None:
+    def note_spelling(
+        self, setting: str, value: Any, *, from_url: bool, backend: bool, amqp: bool = False
+    ) -> None:
         """Record how ssl_cert_reqs is spelled and flag spellings the consumer rejects."""
         if isinstance(value, int) and not isinstance(value, bool):
             style = "constant"
@@ -897,7 +1046,12 @@ def _cert_reqs_level(value: Any) -> str:
     if isinstance(value, int):
         return _CERT_REQS_INTS.get(int(value), "unknown")
     text = str(value)
-    return _CERT_REQS_WORDS.get(text) or _CERT_REQS_NAMES.get(text) or _CERT_REQS_NAMES.get(text.removeprefix("ssl.")) or "unknown"
+    return (
+        _CERT_REQS_WORDS.get(text)
+        or _CERT_REQS_NAMES.get(text)
+        or _CERT_REQS_NAMES.get(text.removeprefix("ssl."))
+        or "unknown"
+    )
 
 
 def _falsy(value: Any) -> bool:
@@ -929,7 +1083,7 @@ def _is_rsa(cert: Any) -> bool:
 
 
 def _expired(cert: Any) -> bool:
-    return datetime.datetime.now(datetime.timezone.utc) >= cert.not_valid_after_utc
+    return datetime.datetime.now(datetime.UTC) >= cert.not_valid_after_utc
 
 
 def _celery_cert_id(cert: Any) -> str:
@@ -963,7 +1117,9 @@ def format_table(findings: Iterable[Finding]) -> str:
     indent = " " * (w_sev + w_code + w_set + 6)
     lines = [f"{'SEVERITY':<{w_sev}}  {'CODE':<{w_code}}  {'SETTING':<{w_set}}  REASON / FIX"]
     for f in rows:
-        lines.append(f"{f.severity.value:<{w_sev}}  {f.code:<{w_code}}  {f.setting:<{w_set}}  {f.reason}")
+        lines.append(
+            f"{f.severity.value:<{w_sev}}  {f.code:<{w_code}}  {f.setting:<{w_set}}  {f.reason}"
+        )
         lines.append(f"{indent}fix: {f.fix}")
     counts = {s: sum(1 for f in rows if f.severity is s) for s in reversed(Severity)}
     lines.append("")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import ssl
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from celery_provision.audit import (
 from celery_provision.errors import ProvisionError
 
 FIXTURES = Path(__file__).parent / "audit_fixtures"
-NOW = datetime.datetime.now(datetime.timezone.utc)
+NOW = datetime.datetime.now(datetime.UTC)
 
 
 # --------------------------------------------------------------------------- a tiny PKI
@@ -339,66 +337,281 @@ REDIS_BROKER = "rediss://worker-1:pw@redis-1.example:6380/0"
 
 CASES: list[tuple[str, Change, str, Severity]] = [
     # (behaviour, change to the secure config, code, severity)
-    ("pickle_accepted_is_critical", _set(accept_content=["auth", "pickle"]), "unsafe-serializer", Severity.CRITICAL),
-    ("pickle_mime_type_accepted_is_critical", _set(result_accept_content=["application/x-python-serialize"]), "unsafe-serializer", Severity.CRITICAL),
-    ("pickle_result_serializer_is_high", _set(result_serializer="pickle"), "unsafe-serializer", Severity.HIGH),
-    ("pickle_event_serializer_is_high", _set(event_serializer="pickle"), "unsafe-serializer", Severity.HIGH),
-    ("yaml_accepted_is_medium", _set(result_accept_content=["json", "yaml"]), "unsafe-serializer", Severity.MEDIUM),
-    ("custom_serializer_is_unverifiable", _set(result_accept_content=["json", "myformat"]), "unknown-serializer", Severity.MEDIUM),
-    ("json_tasks_are_unsigned", _set(task_serializer="json", accept_content=["json"]), "signing-disabled", Severity.MEDIUM),
-    ("signing_with_json_still_accepted", _set(accept_content=["auth", "json"]), "unsigned-accepted", Severity.HIGH),
-    ("auth_without_signing_files", _drop("security_key", "security_certificate", "security_cert_store"), "signing-incomplete", Severity.MEDIUM),
+    (
+        "pickle_accepted_is_critical",
+        _set(accept_content=["auth", "pickle"]),
+        "unsafe-serializer",
+        Severity.CRITICAL,
+    ),
+    (
+        "pickle_mime_type_accepted_is_critical",
+        _set(result_accept_content=["application/x-python-serialize"]),
+        "unsafe-serializer",
+        Severity.CRITICAL,
+    ),
+    (
+        "pickle_result_serializer_is_high",
+        _set(result_serializer="pickle"),
+        "unsafe-serializer",
+        Severity.HIGH,
+    ),
+    (
+        "pickle_event_serializer_is_high",
+        _set(event_serializer="pickle"),
+        "unsafe-serializer",
+        Severity.HIGH,
+    ),
+    (
+        "yaml_accepted_is_medium",
+        _set(result_accept_content=["json", "yaml"]),
+        "unsafe-serializer",
+        Severity.MEDIUM,
+    ),
+    (
+        "custom_serializer_is_unverifiable",
+        _set(result_accept_content=["json", "myformat"]),
+        "unknown-serializer",
+        Severity.MEDIUM,
+    ),
+    (
+        "json_tasks_are_unsigned",
+        _set(task_serializer="json", accept_content=["json"]),
+        "signing-disabled",
+        Severity.MEDIUM,
+    ),
+    (
+        "signing_with_json_still_accepted",
+        _set(accept_content=["auth", "json"]),
+        "unsigned-accepted",
+        Severity.HIGH,
+    ),
+    (
+        "auth_without_signing_files",
+        _drop("security_key", "security_certificate", "security_cert_store"),
+        "signing-incomplete",
+        Severity.MEDIUM,
+    ),
     ("sha1_signatures", _set(security_digest="sha1"), "weak-digest", Severity.HIGH),
     ("expired_cert_in_store", _store(_expired_signer), "cert-store-expired", Severity.HIGH),
-    ("duplicate_issuer_serial_in_store", _store(_duplicate_signer), "cert-store-duplicate", Severity.HIGH),
+    (
+        "duplicate_issuer_serial_in_store",
+        _store(_duplicate_signer),
+        "cert-store-duplicate",
+        Severity.HIGH,
+    ),
     ("ec_cert_in_store", _store(_ec_signer), "cert-store-non-rsa", Severity.HIGH),
     ("non_certificate_in_store", _store(_garbage_signer), "cert-store-invalid", Severity.HIGH),
     ("store_matching_nothing", _store(_empty_store), "cert-store-empty", Severity.HIGH),
     ("signing_cert_not_matching_key", _other_signing_cert, "signing-cert-invalid", Severity.HIGH),
     ("world_readable_client_key", _key_world_readable, "private-key-exposed", Severity.HIGH),
     ("no_broker_url", _drop("broker_url"), "broker-url-unset", Severity.HIGH),
-    ("plain_amqp_broker", _set(broker_url="amqp://worker-1:pw@rabbit-1.example:5672/celery", broker_use_ssl=False), "plaintext-transport", Severity.CRITICAL),
-    ("plain_pyamqp_broker", _set(broker_url="pyamqp://worker-1:pw@rabbit-1.example//", broker_use_ssl=None), "plaintext-transport", Severity.CRITICAL),
-    ("plain_redis_backend", _set(result_backend="redis://worker-1:pw@redis-1.example:6379/1", redis_backend_use_ssl=None), "plaintext-transport", Severity.CRITICAL),
-    ("sentinel_backend_without_tls", _set(result_backend="sentinel://worker-1:pw@redis-1.example:26379/1", redis_backend_use_ssl=None), "plaintext-transport", Severity.CRITICAL),
-    ("redis_broker_with_use_ssl_true", _set(broker_url="redis://worker-1:pw@redis-1.example:6379/0", broker_use_ssl=True), "plaintext-transport", Severity.CRITICAL),
-    ("rediss_broker_without_tls_options", _set(broker_url=REDIS_BROKER, broker_use_ssl=False), "rediss-unverified", Severity.CRITICAL),
-    ("rediss_backend_without_cert_reqs", _set(redis_backend_use_ssl=None), "backend-tls-options-missing", Severity.LOW),
-    ("amqp_cert_reqs_none", _ssl("broker_use_ssl", cert_reqs=ssl.CERT_NONE), "tls-verification-disabled", Severity.CRITICAL),
-    ("redis_cert_reqs_none_word", _ssl("redis_backend_use_ssl", ssl_cert_reqs="none"), "tls-verification-disabled", Severity.CRITICAL),
-    ("url_cert_reqs_CERT_NONE", _set(result_backend="rediss://w:pw@redis-1.example:6380/1?ssl_cert_reqs=CERT_NONE", redis_backend_use_ssl=None), "tls-verification-disabled", Severity.CRITICAL),
-    ("cert_reqs_optional", _ssl("broker_use_ssl", cert_reqs=ssl.CERT_OPTIONAL), "tls-verification-disabled", Severity.LOW),
-    ("amqps_without_server_hostname", _ssl("broker_use_ssl", server_hostname=None), "hostname-not-checked", Severity.HIGH),
-    ("redis_hostname_check_off", _ssl("redis_backend_use_ssl", ssl_check_hostname=False), "hostname-not-checked", Severity.HIGH),
+    (
+        "plain_amqp_broker",
+        _set(broker_url="amqp://worker-1:pw@rabbit-1.example:5672/celery", broker_use_ssl=False),
+        "plaintext-transport",
+        Severity.CRITICAL,
+    ),
+    (
+        "plain_pyamqp_broker",
+        _set(broker_url="pyamqp://worker-1:pw@rabbit-1.example//", broker_use_ssl=None),
+        "plaintext-transport",
+        Severity.CRITICAL,
+    ),
+    (
+        "plain_redis_backend",
+        _set(
+            result_backend="redis://worker-1:pw@redis-1.example:6379/1", redis_backend_use_ssl=None
+        ),
+        "plaintext-transport",
+        Severity.CRITICAL,
+    ),
+    (
+        "sentinel_backend_without_tls",
+        _set(
+            result_backend="sentinel://worker-1:pw@redis-1.example:26379/1",
+            redis_backend_use_ssl=None,
+        ),
+        "plaintext-transport",
+        Severity.CRITICAL,
+    ),
+    (
+        "redis_broker_with_use_ssl_true",
+        _set(broker_url="redis://worker-1:pw@redis-1.example:6379/0", broker_use_ssl=True),
+        "plaintext-transport",
+        Severity.CRITICAL,
+    ),
+    (
+        "rediss_broker_without_tls_options",
+        _set(broker_url=REDIS_BROKER, broker_use_ssl=False),
+        "rediss-unverified",
+        Severity.CRITICAL,
+    ),
+    (
+        "rediss_backend_without_cert_reqs",
+        _set(redis_backend_use_ssl=None),
+        "backend-tls-options-missing",
+        Severity.LOW,
+    ),
+    (
+        "amqp_cert_reqs_none",
+        _ssl("broker_use_ssl", cert_reqs=ssl.CERT_NONE),
+        "tls-verification-disabled",
+        Severity.CRITICAL,
+    ),
+    (
+        "redis_cert_reqs_none_word",
+        _ssl("redis_backend_use_ssl", ssl_cert_reqs="none"),
+        "tls-verification-disabled",
+        Severity.CRITICAL,
+    ),
+    (
+        "url_cert_reqs_CERT_NONE",
+        _set(
+            result_backend="rediss://w:pw@redis-1.example:6380/1?ssl_cert_reqs=CERT_NONE",
+            redis_backend_use_ssl=None,
+        ),
+        "tls-verification-disabled",
+        Severity.CRITICAL,
+    ),
+    (
+        "cert_reqs_optional",
+        _ssl("broker_use_ssl", cert_reqs=ssl.CERT_OPTIONAL),
+        "tls-verification-disabled",
+        Severity.LOW,
+    ),
+    (
+        "amqps_without_server_hostname",
+        _ssl("broker_use_ssl", server_hostname=None),
+        "hostname-not-checked",
+        Severity.HIGH,
+    ),
+    (
+        "redis_hostname_check_off",
+        _ssl("redis_backend_use_ssl", ssl_check_hostname=False),
+        "hostname-not-checked",
+        Severity.HIGH,
+    ),
     ("amqps_with_use_ssl_true", _set(broker_use_ssl=True), "hostname-not-checked", Severity.HIGH),
     ("no_ca_certs", _ssl("broker_use_ssl", ca_certs=None), "no-private-ca", Severity.MEDIUM),
-    ("broker_without_client_cert", _ssl("broker_use_ssl", certfile=None, keyfile=None), "no-client-certificate", Severity.MEDIUM),
-    ("backend_without_client_key", _ssl("redis_backend_use_ssl", ssl_keyfile=None), "no-client-certificate", Severity.MEDIUM),
-    ("amqp_cert_reqs_as_string", _ssl("broker_use_ssl", cert_reqs="required"), "cert-reqs-spelling", Severity.MEDIUM),
-    ("redis_broker_dict_CERT_name", _set(broker_url=REDIS_BROKER, broker_use_ssl={"ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": "/x", "ssl_certfile": "/x", "ssl_keyfile": "/x"}), "cert-reqs-spelling", Severity.MEDIUM),
-    ("url_cert_reqs_quoted_constant", _set(result_backend="rediss://w:pw@redis-1.example:6380/1?ssl_cert_reqs=ssl.CERT_REQUIRED"), "cert-reqs-spelling", Severity.MEDIUM),
-    ("cert_reqs_spelled_two_ways", _ssl("redis_backend_use_ssl", ssl_cert_reqs="required"), "cert-reqs-inconsistent", Severity.LOW),
-    ("guest_user", _set(broker_url="amqps://guest:guest@rabbit-1.example:5671/celery"), "guest-credentials", Severity.CRITICAL),
-    ("amqp_url_without_user", _set(broker_url="amqps://rabbit-1.example:5671/celery"), "missing-credentials", Severity.HIGH),
-    ("redis_url_without_password", _set(result_backend="rediss://redis-1.example:6380/1"), "missing-credentials", Severity.HIGH),
+    (
+        "broker_without_client_cert",
+        _ssl("broker_use_ssl", certfile=None, keyfile=None),
+        "no-client-certificate",
+        Severity.MEDIUM,
+    ),
+    (
+        "backend_without_client_key",
+        _ssl("redis_backend_use_ssl", ssl_keyfile=None),
+        "no-client-certificate",
+        Severity.MEDIUM,
+    ),
+    (
+        "amqp_cert_reqs_as_string",
+        _ssl("broker_use_ssl", cert_reqs="required"),
+        "cert-reqs-spelling",
+        Severity.MEDIUM,
+    ),
+    (
+        "redis_broker_dict_CERT_name",
+        _set(
+            broker_url=REDIS_BROKER,
+            broker_use_ssl={
+                "ssl_cert_reqs": "CERT_REQUIRED",
+                "ssl_ca_certs": "/x",
+                "ssl_certfile": "/x",
+                "ssl_keyfile": "/x",
+            },
+        ),
+        "cert-reqs-spelling",
+        Severity.MEDIUM,
+    ),
+    (
+        "url_cert_reqs_quoted_constant",
+        _set(result_backend="rediss://w:pw@redis-1.example:6380/1?ssl_cert_reqs=ssl.CERT_REQUIRED"),
+        "cert-reqs-spelling",
+        Severity.MEDIUM,
+    ),
+    (
+        "cert_reqs_spelled_two_ways",
+        _ssl("redis_backend_use_ssl", ssl_cert_reqs="required"),
+        "cert-reqs-inconsistent",
+        Severity.LOW,
+    ),
+    (
+        "guest_user",
+        _set(broker_url="amqps://guest:guest@rabbit-1.example:5671/celery"),
+        "guest-credentials",
+        Severity.CRITICAL,
+    ),
+    (
+        "amqp_url_without_user",
+        _set(broker_url="amqps://rabbit-1.example:5671/celery"),
+        "missing-credentials",
+        Severity.HIGH,
+    ),
+    (
+        "redis_url_without_password",
+        _set(result_backend="rediss://redis-1.example:6380/1"),
+        "missing-credentials",
+        Severity.HIGH,
+    ),
     ("password_literal_in_url", _password_literal, "password-in-config", Severity.HIGH),
-    ("unknown_scheme", _set(result_backend="db+postgresql://u@db/celery"), "unchecked-transport", Severity.INFO),
-    ("file_absent_here", _ssl("broker_use_ssl", ca_certs="/nonexistent/ca.pem"), "file-not-found", Severity.INFO),
+    (
+        "unknown_scheme",
+        _set(result_backend="db+postgresql://u@db/celery"),
+        "unchecked-transport",
+        Severity.INFO,
+    ),
+    (
+        "file_absent_here",
+        _ssl("broker_use_ssl", ca_certs="/nonexistent/ca.pem"),
+        "file-not-found",
+        Severity.INFO,
+    ),
     ("made_up_worker_port", _set(worker_port=5555), "no-effect-setting", Severity.MEDIUM),
     ("made_up_setting", _set(worker_colour="blue"), "no-effect-setting", Severity.LOW),
-    ("create_missing_queues_off", _set(task_create_missing_queues=False), "not-a-security-control", Severity.INFO),
-    ("hijack_root_logger_off", _set(worker_hijack_root_logger=False), "not-a-security-control", Severity.INFO),
-    ("uppercase_setting_name", _set(CELERY_TASK_SERIALIZER="auth"), "deprecated-setting-name", Severity.LOW),
-    ("remote_control_without_signing", _set(task_serializer="json", accept_content=["json"]), "remote-control-unsigned", Severity.LOW),
+    (
+        "create_missing_queues_off",
+        _set(task_create_missing_queues=False),
+        "not-a-security-control",
+        Severity.INFO,
+    ),
+    (
+        "hijack_root_logger_off",
+        _set(worker_hijack_root_logger=False),
+        "not-a-security-control",
+        Severity.INFO,
+    ),
+    (
+        "uppercase_setting_name",
+        _set(CELERY_TASK_SERIALIZER="auth"),
+        "deprecated-setting-name",
+        Severity.LOW,
+    ),
+    (
+        "remote_control_without_signing",
+        _set(task_serializer="json", accept_content=["json"]),
+        "remote-control-unsigned",
+        Severity.LOW,
+    ),
     ("pool_restarts_on", _set(worker_pool_restarts=True), "pool-restarts-enabled", Severity.LOW),
     ("extended_results", _set(result_extended=True), "result-extended", Severity.LOW),
     ("protocol_1", _set(task_protocol=1), "old-task-protocol", Severity.LOW),
-    ("retry_on_startup_unset", _drop("broker_connection_retry_on_startup"), "retry-on-startup-unset", Severity.LOW),
+    (
+        "retry_on_startup_unset",
+        _drop("broker_connection_retry_on_startup"),
+        "retry-on-startup-unset",
+        Severity.LOW,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("change", "code", "severity"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_rule_flags_the_broken_setting(files: dict[str, Path], change: Change, code: str, severity: Severity) -> None:
+@pytest.mark.parametrize(
+    ("change", "code", "severity"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_rule_flags_the_broken_setting(
+    files: dict[str, Path], change: Change, code: str, severity: Severity
+) -> None:
     conf = secure_settings(files)
     assert code not in codes(conf)
     change(conf, files)
@@ -413,12 +626,17 @@ def test_every_rule_has_a_case() -> None:
 
 
 def test_amqp_scheme_with_broker_use_ssl_is_tls(files: dict[str, Path]) -> None:
-    conf = secure_settings(files) | {"broker_url": "amqp://worker-1:pw@rabbit-1.example:5671/celery"}
+    conf = secure_settings(files) | {
+        "broker_url": "amqp://worker-1:pw@rabbit-1.example:5671/celery"
+    }
     assert "plaintext-transport" not in codes(conf)
 
 
 def test_rediss_broker_with_cert_reqs_in_url_is_verified(files: dict[str, Path]) -> None:
-    conf = secure_settings(files) | {"broker_url": REDIS_BROKER + "?ssl_cert_reqs=required", "broker_use_ssl": False}
+    conf = secure_settings(files) | {
+        "broker_url": REDIS_BROKER + "?ssl_cert_reqs=required",
+        "broker_use_ssl": False,
+    }
     assert "rediss-unverified" not in codes(conf)
 
 
@@ -438,7 +656,9 @@ def test_x509_login_needs_no_password(files: dict[str, Path]) -> None:
     assert "missing-credentials" not in codes(conf)
 
 
-def test_password_read_at_import_time_is_not_in_the_config(files: dict[str, Path], tmp_path: Path) -> None:
+def test_password_read_at_import_time_is_not_in_the_config(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     module = tmp_path / "celeryconfig.py"
     module.write_text(SECURE_MODULE.format(etc=str(files["ca"].parent)))
     assert "password-in-config" not in codes(load_config(str(module)))
@@ -480,13 +700,17 @@ def test_loads_a_module_path_from_the_current_directory(
 
 def test_imports_and_helpers_are_not_settings(tmp_path: Path) -> None:
     module = tmp_path / "cfg.py"
-    module.write_text("import ssl\nSECRET_FILE = '/x'\ndef helper():\n    pass\nbroker_url = 'amqps://h//'\n")
+    module.write_text(
+        "import ssl\nSECRET_FILE = '/x'\ndef helper():\n    pass\nbroker_url = 'amqps://h//'\n"
+    )
     assert set(load_config(str(module))) == {"broker_url", "__file__"}
 
 
 def test_old_setting_names_are_read_through_celery(tmp_path: Path) -> None:
     module = tmp_path / "cfg.py"
-    module.write_text("BROKER_URL = 'amqp://guest@localhost//'\nCELERY_ACCEPT_CONTENT = ['pickle']\n")
+    module.write_text(
+        "BROKER_URL = 'amqp://guest@localhost//'\nCELERY_ACCEPT_CONTENT = ['pickle']\n"
+    )
     findings = audit_config(load_config(str(module)))
     assert ("unsafe-serializer", "CELERY_ACCEPT_CONTENT") in {(f.code, f.setting) for f in findings}
 
@@ -498,16 +722,31 @@ def test_old_setting_names_are_read_through_celery(tmp_path: Path) -> None:
         ("raise RuntimeError('no secrets here')\n", "RuntimeError"),
         ("import sys\nsys.exit(3)\n", "SystemExit"),
         ("import no_such_module_xyz\n", "no_such_module_xyz"),
-        ("BROKER_URL = 'amqp://'\nCELERY_TASK_SERIALIZER = 'json'\nresult_backend = 'rpc://'\n", "Celery refuses"),
+        (
+            "BROKER_URL = 'amqp://'\nCELERY_TASK_SERIALIZER = 'json'\nresult_backend = 'rpc://'\n",
+            "Celery refuses",
+        ),
     ],
-    ids=["syntax_error", "raises_on_import", "exits_on_import", "imports_missing_module", "mixes_old_and_new_names"],
+    ids=[
+        "syntax_error",
+        "raises_on_import",
+        "exits_on_import",
+        "imports_missing_module",
+        "mixes_old_and_new_names",
+    ],
 )
-def test_unusable_file_is_one_line_provision_error(tmp_path: Path, source: str, message: str) -> None:
+def test_unusable_file_is_one_line_provision_error(
+    tmp_path: Path, source: str, message: str
+) -> None:
     module = tmp_path / "bad.py"
     module.write_text(source)
     with pytest.raises(ProvisionError) as info:
         load_config(str(module))
-    assert message in str(info.value) and str(module) in str(info.value) and "\n" not in str(info.value)
+    assert (
+        message in str(info.value)
+        and str(module) in str(info.value)
+        and "\n" not in str(info.value)
+    )
 
 
 @pytest.mark.parametrize("target", ["no_such_pkg_xyz.celeryconfig", "/nonexistent/celeryconfig.py"])

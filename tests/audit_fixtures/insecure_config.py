@@ -16,9 +16,7 @@ broker_url = "amqp://guest:guest@broker-a.example:5672//;amqp://broker-b.example
 # rediss:// with no TLS options (kombu falls back to CERT_NONE), then one that names its
 # verification in the URL with a spelling kombu rejects, and turns off the host name check.
 broker_read_url = "rediss://r1.example:6379/0;rediss://r2.example:6379/0?ssl_cert_reqs=required"
-broker_write_url = (
-    "rediss://writer:hunter22@w.example:6379/0?ssl_cert_reqs=ssl.CERT_OPTIONAL&ssl_check_hostname=false"
-)
+broker_write_url = "rediss://writer:hunter22@w.example:6379/0?ssl_cert_reqs=ssl.CERT_OPTIONAL&ssl_check_hostname=false"
 broker_use_ssl = False
 
 # rediss:// result backend without ssl_cert_reqs anywhere: Celery refuses to start.

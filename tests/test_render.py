@@ -1,0 +1,197 @@
+"""The rendered Celery configuration: loaded into a real Celery app, it says exactly what the
+brokers were configured to accept."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from cryptography import x509
+
+from celery_provision import audit, credentials, model, pki, render
+from celery_provision.errors import ProvisionError
+from celery_provision.verify import load_module
+
+
+def _ready(inv: Path) -> model.Deployment:
+    d = model.load(inv)
+    pki.issue(d)
+    credentials.ensure(d)
+    return d
+
+
+def _app(d: model.Deployment, host: str, tmp_path: Path, *, controller_paths: bool = True) -> Celery:
+    path = render.write_all(d, tmp_path / "out", hosts=[host], controller_paths=controller_paths)[0][0]
+    app = Celery("t", set_as_current=False)
+    app.config_from_object(load_module(path))
+    return app
+
+
+@pytest.fixture
+def deployment(inventory: Path) -> model.Deployment:
+    return _ready(inventory)
+
+
+def test_one_config_module_per_worker_and_client(deployment: model.Deployment, tmp_path: Path) -> None:
+    written = render.write_all(deployment, tmp_path)
+    assert sorted(p.parent.name for p, _ in written) == ["client-1", "worker-1"]
+    assert all(p.name == "celeryconfig.py" for p, _ in written)
+
+
+def test_broker_url_is_amqps_to_the_broker_tls_port_and_vhost(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    assert conf.broker_url == "amqps://worker-1@127.0.0.1:5671/celery"
+
+
+def test_broker_port_follows_the_inventory(write_inventory: Any, basic_groups: dict, tmp_path: Path) -> None:
+    basic_groups["rabbitmq"]["rabbitmq-1"]["rabbitmq_tls_port"] = 15671
+    d = _ready(write_inventory(basic_groups))
+    assert _app(d, "worker-1", tmp_path).conf.broker_url.endswith(":15671/celery")
+
+
+def test_vhost_with_a_slash_is_escaped(write_inventory: Any, tmp_path: Path) -> None:
+    d = _ready(write_inventory(all_vars={"celery_provision_vhost": "/celery"}))
+    assert _app(d, "worker-1", tmp_path).conf.broker_url.endswith("/%2Fcelery")
+
+
+def test_tls_requires_and_checks_the_broker_certificate(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    tls = conf.broker_use_ssl
+    assert tls["cert_reqs"] == ssl.CERT_REQUIRED
+    assert tls["server_hostname"] == "127.0.0.1"
+    assert Path(tls["ca_certs"]).read_bytes() == (deployment.pki_dir / "ca.pem").read_bytes()
+    assert x509.load_pem_x509_certificate(Path(tls["certfile"]).read_bytes()).subject.rfc4514_string().endswith(
+        "CN=worker-1"
+    ) or "CN=worker-1" in x509.load_pem_x509_certificate(Path(tls["certfile"]).read_bytes()).subject.rfc4514_string()
+
+
+def test_result_backend_is_rediss_with_verification(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    assert conf.result_backend == "rediss://worker-1@127.0.0.2:6380/1?ssl_cert_reqs=required"
+    assert conf.redis_backend_use_ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+
+
+def test_passwords_are_read_from_files_not_written_in_the_config(deployment: model.Deployment,
+                                                                   tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    text = render.render(deployment, deployment.host("worker-1"), controller_paths=True)
+    for service in ("rabbitmq", "redis"):
+        secret = credentials.password(deployment, service, "worker-1")
+        assert secret not in text
+    assert conf.broker_password == credentials.password(deployment, "rabbitmq", "worker-1")
+    assert conf.redis_password == credentials.password(deployment, "redis", "worker-1")
+
+
+def test_messages_are_signed_and_pickle_is_accepted_nowhere(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    assert conf.task_serializer == "auth"
+    assert conf.accept_content == ["auth"]
+    assert conf.event_serializer == "json"
+    assert "pickle" not in {*conf.accept_content, *conf.result_accept_content, conf.result_serializer}
+    assert Path(conf.security_key).exists() and Path(conf.security_certificate).exists()
+    assert conf.security_cert_store.endswith("/*.pem")
+
+
+def test_signed_results_when_the_inventory_asks(write_inventory: Any, tmp_path: Path) -> None:
+    d = _ready(write_inventory(all_vars={"celery_provision_signed_results": True}))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert (conf.result_serializer, conf.result_accept_content) == ("auth", ["auth"])
+
+
+def test_unsigned_results_are_json(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    assert (conf.result_serializer, conf.result_accept_content) == ("json", ["json"])
+
+
+def test_at_least_once_delivery_acks_late(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.broker_connection_retry_on_startup is True
+
+
+def test_at_most_once_delivery_acks_early(write_inventory: Any, tmp_path: Path) -> None:
+    d = _ready(write_inventory(all_vars={"celery_provision_delivery": "at_most_once"}))
+    assert _app(d, "worker-1", tmp_path).conf.task_acks_late is False
+
+
+def test_x509_login_uses_external_and_has_no_password(write_inventory: Any, tmp_path: Path) -> None:
+    d = _ready(write_inventory(all_vars={"celery_provision_auth": "x509"}))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert conf.broker_login_method == "EXTERNAL"
+    assert conf.broker_url == "amqps://127.0.0.1:5671/celery"
+    assert not conf.broker_password
+    assert not (d.credentials_dir / "rabbitmq" / "worker-1").exists()
+
+
+def test_several_rabbitmq_hosts_give_a_failover_list_checked_by_service_name(
+    write_inventory: Any, basic_groups: dict, tmp_path: Path
+) -> None:
+    basic_groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5"}
+    d = _ready(write_inventory(basic_groups))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert conf.broker_url.split(";") == [
+        "amqps://worker-1@127.0.0.1:5671/celery",
+        "amqps://worker-1@127.0.0.5:5671/celery",
+    ]
+    assert conf.broker_use_ssl["server_hostname"] == "rabbitmq"
+    for name in ("rabbitmq-1", "rabbitmq-2"):
+        cert = x509.load_pem_x509_certificate((d.pki_dir / "hosts" / name / "server.pem").read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "rabbitmq" in sans.get_values_for_type(x509.DNSName)
+
+
+def test_redis_broker_is_rediss_with_explicit_verification(write_inventory: Any, tmp_path: Path) -> None:
+    d = _ready(write_inventory(all_vars={"celery_provision_broker": "redis"}))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert conf.broker_url == "rediss://worker-1@127.0.0.2:6380/0"
+    assert conf.broker_use_ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert conf.broker_transport_options["visibility_timeout"] == 3600
+
+
+def test_rpc_result_backend(write_inventory: Any, basic_groups: dict, tmp_path: Path) -> None:
+    d = _ready(write_inventory(basic_groups, all_vars={"celery_provision_result_backend": "rpc"}))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert conf.result_backend == "rpc://"
+
+
+def test_queues_come_from_the_inventory(write_inventory: Any, tmp_path: Path) -> None:
+    d = _ready(write_inventory(all_vars={"celery_provision_queues": ["high", "low"]}))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert list(conf.task_queues) == ["high", "low"]
+    assert conf.task_default_queue == "high"
+
+
+def test_host_paths_point_into_the_config_dir(deployment: model.Deployment) -> None:
+    text = render.render(deployment, deployment.host("worker-1"))
+    assert "_FILES = Path('/etc/celery-provision/worker-1')" in text
+    assert "'/etc/celery-provision/worker-1/client.key'" in text
+    names = {f.name for f in render.host_files(deployment, deployment.host("worker-1"))}
+    for name in names - {"rabbitmq.password", "redis.password"}:
+        assert f"/etc/celery-provision/worker-1/{name}" in text
+    assert "_secret('rabbitmq.password')" in text and "rabbitmq.password" in names
+
+
+def test_render_twice_changes_nothing(deployment: model.Deployment, tmp_path: Path) -> None:
+    render.write_all(deployment, tmp_path)
+    assert not any(changed for _, changed in render.write_all(deployment, tmp_path))
+
+
+def test_a_broker_host_has_no_celery_config(deployment: model.Deployment) -> None:
+    with pytest.raises(ProvisionError, match="neither a worker nor a client"):
+        render.render(deployment, deployment.host("rabbitmq-1"))
+
+
+@pytest.mark.parametrize("all_vars", [
+    {},
+    {"celery_provision_auth": "x509"},
+    {"celery_provision_broker": "redis"},
+    {"celery_provision_signed_results": True},
+])
+def test_every_rendered_config_audits_clean(write_inventory: Any, tmp_path: Path, all_vars: dict) -> None:
+    d = _ready(write_inventory(all_vars=all_vars))
+    path = render.write_all(d, tmp_path / "out", hosts=["worker-1"], controller_paths=True)[0][0]
+    findings = audit.audit_config(audit.load_config(str(path)))
+    assert audit.exit_status(findings, audit.Severity.HIGH) == 0, audit.format_table(findings)

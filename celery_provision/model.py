@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -240,6 +241,8 @@ def _load_inventory(path: Path) -> tuple[Any, Any]:
     """Parse *path* with ansible-core; return (InventoryManager, VariableManager)."""
     os.environ.setdefault("ANSIBLE_LOCALHOST_WARNING", "False")
     os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_WARNING", "False")
+    # Two hosts with one name in one YAML mapping: an error, not "last one wins".
+    os.environ.setdefault("ANSIBLE_DUPLICATE_YAML_DICT_KEY", "error")
     from ansible import constants as C
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
@@ -252,15 +255,67 @@ def _load_inventory(path: Path) -> tuple[Any, Any]:
         raise ProvisionError("inventory is not readable", where=str(path))
     loader = DataLoader()
     saved = C.INVENTORY_UNPARSED_IS_FAILED, C.INVENTORY_ANY_UNPARSED_IS_FAILED
+    warnings: list[Any] = []
     try:
         C.INVENTORY_UNPARSED_IS_FAILED = C.INVENTORY_ANY_UNPARSED_IS_FAILED = True
-        inventory = InventoryManager(loader=loader, sources=[str(path)])
+        # ansible-core prints one multi-line warning per plugin it tried; keep them for the
+        # one-line error instead of letting them reach stderr.
+        with _captured_warnings(warnings):
+            inventory = InventoryManager(loader=loader, sources=[str(path)])
         variables = VariableManager(loader=loader, inventory=inventory)
     except AnsibleError as exc:
-        raise ProvisionError(f"not a valid inventory: {_first_line(exc)}", where=str(path)) from None
+        message, where = _parse_failure(warnings) or (_first_line(exc), str(path))
+        raise ProvisionError(f"not a valid inventory: {message}", where=where) from None
     finally:
         C.INVENTORY_UNPARSED_IS_FAILED, C.INVENTORY_ANY_UNPARSED_IS_FAILED = saved
     return inventory, variables
+
+
+@contextlib.contextmanager
+def _captured_warnings(into: list[Any]) -> Iterator[None]:
+    """Collect ansible-core's warnings (WarningSummary objects) instead of printing them."""
+    try:
+        from ansible._internal._display_utils import DeferredWarningContext
+    except ImportError:  # pragma: no cover - other ansible-core versions: let them print
+        yield
+        return
+    with DeferredWarningContext(variables={}) as ctx:
+        try:
+            yield
+        finally:
+            into.extend(ctx.get_warnings())
+
+
+def _parse_failure(warnings: Sequence[Any]) -> tuple[str, str] | None:
+    """The most specific one-line reason and file:line among ansible-core's parse warnings."""
+    for warning in warnings:
+        message = where = None
+        event = getattr(warning, "event", None)
+        while event is not None:
+            msg = str(getattr(event, "msg", "") or "")
+            if msg and "\n" not in msg.strip():
+                message = msg.strip()
+            context = str(getattr(event, "formatted_source_context", "") or "")
+            if context.startswith("Origin: /"):
+                where = context.splitlines()[0].removeprefix("Origin: ")
+            chain = getattr(event, "chain", None)
+            event = getattr(chain, "event", None)
+        if message and where:
+            return message[:300], where
+    return None
+
+
+def _host_vars(variables: Any, host: Any, path: Path) -> Mapping[str, Any]:
+    """A host's variables; a malformed group_vars/host_vars file is one readable error."""
+    from ansible.errors import AnsibleError
+
+    try:
+        return variables.get_vars(host=host, include_hostvars=False)
+    except AnsibleError as exc:
+        raise ProvisionError(
+            f"cannot read the variables of host {host.name!r} (group_vars/host_vars): {_first_line(exc)}",
+            where=str(path),
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -294,7 +349,9 @@ class _Vars:
             raise self.fail(key, f"expected true or false, got {value!r}")
         if not isinstance(value, kind):
             expected = {str: "a string", int: "an integer", list: "a list"}.get(kind, str(kind))  # type: ignore[arg-type]
-            raise self.fail(key, f"expected {expected}, got {type(value).__name__} {value!r}")
+            # ansible-core hands out tagged subclasses (_AnsibleTaggedStr): name the builtin type.
+            builtin = next((t for t in type(value).__mro__ if t.__module__ == "builtins"), type(value))
+            raise self.fail(key, f"expected {expected}, got {builtin.__name__} {value!r}")
         return value
 
     def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
@@ -414,7 +471,7 @@ def load(
             raise ProvisionError(
                 f"host {name!r} is in none of the groups {', '.join(ROLE_GROUPS)}", where=str(path)
             )
-        values = variables.get_vars(host=ahost, include_hostvars=False)
+        values = _host_vars(variables, ahost, path)
         v = _Vars(name, values)
         if settings is None:
             settings = _settings(v, groups)

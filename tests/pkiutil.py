@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import socket
 import ssl
 import stat
@@ -287,3 +288,20 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext, server_hostname: s
     thread.join(30)
     listener.close()
     return Handshake(seen["error"], client_error, seen["cn"])
+
+
+# --------------------------------------------------------------------------- CLI errors
+
+
+def assert_one_line_error(result, *needles: str) -> str:  # noqa: ANN001
+    """A failed command: non-zero exit, exactly one stderr line saying what and where, no
+    traceback. Returns the line."""
+    assert result.code not in (0, None), result
+    assert "Traceback" not in result.err + result.out, result.err
+    lines = [ln for ln in result.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.err
+    line = lines[0]
+    assert re.match(r"celery-provision( [a-z]+)*: error: ", line), line
+    for needle in needles:
+        assert needle in line, line
+    return line

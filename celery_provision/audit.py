@@ -362,7 +362,7 @@ class _Audit:
         self.eff: ChainMap[str, Any] = ChainMap(self.set, DEFAULTS)
         self.findings: list[Finding] = []
         self._literals: set[str] | None = None
-        self._spellings: list[tuple[str, str]] = []  # (setting, spelling style)
+        self._spellings: list[tuple[str, str, bool]] = []  # (setting, style, in a URL)
 
     def add(self, severity: Severity, code: str, setting: str, reason: str, fix: str) -> None:
         assert code in RULES, code
@@ -776,13 +776,15 @@ class _Audit:
     def check_credentials(
         self, setting: str, url: str, family: str, user: str | None, password: str | None
     ) -> None:
-        if family == "amqp" and not user:
-            user = self.eff.get("broker_user") if setting != "result_backend" else None
         url_password = password
-        if family == "amqp" and not password and setting != "result_backend":
-            password = self.eff.get(
-                "broker_password"
-            )  # its literal check is in check_setting_passwords
+        if (
+            setting != "result_backend"
+        ):  # kombu takes broker_user/broker_password when the URL has none
+            user = user or self.eff.get("broker_user")
+            password = password or self.eff.get("broker_password")
+        elif family == "redis":  # Celery's Redis backend: redis_username/redis_password
+            user = user or self.eff.get("redis_username")
+            password = password or self.eff.get("redis_password")
         external = str(self.eff.get("broker_login_method") or "").upper() == "EXTERNAL"
         if user == "guest":
             self.add(
@@ -935,8 +937,8 @@ class _Audit:
             style = "NAME"
         else:
             style = "unknown"
-        if (setting, style) not in self._spellings:
-            self._spellings.append((setting, style))
+        if (setting, style, from_url) not in self._spellings:
+            self._spellings.append((setting, style, from_url))
         # In URLs kombu and Celery's Redis backend take both words and CERT_* names. In
         # dicts py-amqp needs the ssl constant, redis-py takes constants and lower-case
         # words, and only Celery's Redis *backend* also converts the CERT_* names.
@@ -956,16 +958,27 @@ class _Audit:
             )
 
     def check_spelling_consistency(self) -> None:
-        styles = {style for _, style in self._spellings}
-        if len(styles) > 1:
-            detail = ", ".join(f"{setting}: {style}" for setting, style in self._spellings)
-            self.add(
-                Severity.LOW,
-                "cert-reqs-inconsistent",
-                self._spellings[0][0],
-                f"ssl_cert_reqs is spelled several ways ({detail}); the libraries disagree on which they take",
-                "use ssl.CERT_REQUIRED in dicts and ssl_cert_reqs=required in URLs, consistently",
-            )
+        """Dicts should all use the constant, URLs all the lower-case word."""
+        for in_url, place in ((False, "dicts"), (True, "URLs")):
+            seen = [(s, style) for s, style, u in self._spellings if u is in_url]
+            if len({style for _, style in seen}) > 1:
+                detail = ", ".join(f"{s}: {style}" for s, style in seen)
+                self.add(
+                    Severity.LOW,
+                    "cert-reqs-inconsistent",
+                    seen[0][0],
+                    f"ssl_cert_reqs is spelled several ways in {place} ({detail})",
+                    "use ssl.CERT_REQUIRED in every dict and ssl_cert_reqs=required in every URL",
+                )
+        for setting, style, in_url in self._spellings:
+            if in_url and style == "NAME":
+                self.add(
+                    Severity.LOW,
+                    "cert-reqs-inconsistent",
+                    setting,
+                    "ssl_cert_reqs=CERT_* in a URL: Celery takes it, redis-py (Flower, exporters) does not",
+                    "write ssl_cert_reqs=required in URLs",
+                )
 
     # -- behaviour --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ one thing, so each test fails if the check that catches that thing is removed.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import ssl
 from collections.abc import Callable
@@ -43,8 +44,17 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+_RSA_POOL: list[rsa.RSAPrivateKey] = []
+_rsa_turn = itertools.count()
+
+
 def _rsa() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    """A distinct-enough RSA key: calls cycle through 8 keys, generated once (RSA is slow)."""
+    if not _RSA_POOL:
+        _RSA_POOL.extend(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(8)
+        )
+    return _RSA_POOL[next(_rsa_turn) % len(_RSA_POOL)]
 
 
 def _write_key(path: Path, key: Any, mode: int = 0o600, passphrase: bytes | None = None) -> Path:
@@ -172,7 +182,8 @@ def _secret(name):
     return (_ETC / name).read_text().strip()
 
 
-broker_url = f"amqps://worker-1:{{_secret('rabbitmq.password')}}@rabbit-1.example:5671/celery"
+broker_url = "amqps://worker-1@rabbit-1.example:5671/celery"
+broker_password = _secret("rabbitmq.password")
 broker_use_ssl = {{
     "ca_certs": str(_ETC / "ca.pem"),
     "certfile": str(_ETC / "client.pem"),
@@ -182,7 +193,8 @@ broker_use_ssl = {{
 }}
 broker_login_method = "AMQPLAIN"
 broker_connection_retry_on_startup = True
-result_backend = f"rediss://worker-1:{{_secret('redis.password')}}@redis-1.example:6380/1"
+result_backend = "rediss://worker-1@redis-1.example:6380/1?ssl_cert_reqs=required"
+redis_password = _secret("redis.password")
 redis_backend_use_ssl = {{
     "ssl_ca_certs": str(_ETC / "ca.pem"),
     "ssl_certfile": str(_ETC / "client.pem"),
@@ -662,6 +674,28 @@ def test_password_read_at_import_time_is_not_in_the_config(
     module = tmp_path / "celeryconfig.py"
     module.write_text(SECURE_MODULE.format(etc=str(files["ca"].parent)))
     assert "password-in-config" not in codes(load_config(str(module)))
+
+
+def test_password_settings_count_as_credentials(files: dict[str, Path]) -> None:
+    conf = secure_settings(files) | {
+        "broker_url": "amqps://worker-1@rabbit-1.example:5671/celery",
+        "broker_password": "from-a-file",
+        "result_backend": "rediss://worker-1@redis-1.example:6380/1",
+        "redis_password": "from-a-file",
+    }
+    assert "missing-credentials" not in codes(conf)
+
+
+def test_constant_in_dicts_and_word_in_urls_is_consistent(files: dict[str, Path]) -> None:
+    conf = secure_settings(files)
+    conf["result_backend"] += "?ssl_cert_reqs=required"
+    assert "cert-reqs-inconsistent" not in codes(conf)
+
+
+def test_cert_name_in_url_is_noted_for_redis_py_tools(files: dict[str, Path]) -> None:
+    conf = secure_settings(files)
+    conf["result_backend"] += "?ssl_cert_reqs=CERT_REQUIRED"
+    assert {f.severity for f in only(conf, "cert-reqs-inconsistent")} == {Severity.LOW}
 
 
 def test_remote_control_with_signing_is_fine(files: dict[str, Path]) -> None:

@@ -452,6 +452,10 @@ def _ensure_ca(d: Deployment, layout: Layout, passphrase: bytes | None, report: 
     if s.intermediate_ca:
         intermediate = _ensure_intermediate(d, layout, root, passphrase, report)
     if not layout.ca_pem.exists() or layout.ca_pem.read_bytes() != _cert_pem(root):
+        # Publish a changed root only if it is the one whose key we hold (a replaced root.pem
+        # must fail before anything is written).
+        if not _same_key(root, _load_key(layout.root_key, "CA private key", passphrase)):
+            raise ProvisionError("CA private key does not match its certificate", where=str(layout.root_key))
         write_atomic(layout.ca_pem, _cert_pem(root), 0o644)
     return _CA(layout, passphrase, root, intermediate)
 

@@ -18,7 +18,6 @@ import json
 import os
 import ssl
 import stat
-import sys
 import types
 import uuid
 from collections import ChainMap
@@ -1149,9 +1148,3 @@ def to_json(findings: Iterable[Finding]) -> str:
 def exit_status(findings: Iterable[Finding], fail_on: Severity) -> int:
     """Return 1 when any finding is at or above FAIL_ON, else 0."""
     return 1 if any(f.severity >= fail_on for f in findings) else 0
-
-
-if __name__ == "__main__":  # pragma: no cover - a convenience until the CLI lands
-    _found = audit_config(load_config(sys.argv[1]))
-    print(format_table(_found))
-    raise SystemExit(exit_status(_found, Severity.HIGH))

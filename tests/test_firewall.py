@@ -1,7 +1,9 @@
 """The firewall role, applied by playbooks/firewall.yml to a throw-away LAN.
 
-Every test builds its own network namespaces (see tests/netns.py): a broker
-with a bridge, an "allowed" client and an "outsider" on the same subnet. The
+Tests build throw-away network namespaces (see tests/netns.py): a broker
+with a bridge, an "allowed" client and an "outsider" on the same subnet.
+Read-only tests share one converged LAN (``converged``); tests that change
+the rules or the ruleset get their own (``lan`` + ``broker``). The
 playbook runs inside the broker namespace with ``-c local``, so nftables
 changes never reach this machine's own network stack, and the role's files
 go to a temporary directory instead of /etc. A dropped connection shows up
@@ -119,7 +121,17 @@ class Broker:
 
 @pytest.fixture
 def broker(lan, tmp_path):
+    """A broker namespace the role has not touched yet (one per test)."""
     return Broker(lan, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def converged(netns_available, tmp_path_factory):
+    """A broker converged once with the default rules, shared by read-only tests."""
+    with netns.Lan(["allowed", "outsider"]) as lan, netns.Listener(lan.server, PORTS):
+        broker = Broker(lan, tmp_path_factory.mktemp("converged"))
+        broker.converge()
+        yield broker
 
 
 def reach(lan, client: str, port: int, family: str = "ipv4") -> str:
@@ -129,42 +141,39 @@ def reach(lan, client: str, port: int, family: str = "ipv4") -> str:
 # --- who gets through --------------------------------------------------------
 
 @pytest.mark.parametrize("port", [AMQPS, REDIS_TLS])
-def test_allowed_source_reaches_listed_port(lan, broker, port):
-    broker.converge()
-    assert reach(lan, "allowed", port) == "connected"
+def test_allowed_source_reaches_listed_port(converged, port):
+    assert reach(converged.lan, "allowed", port) == "connected"
 
 
-def test_allowed_ipv6_source_reaches_listed_port(lan, broker):
-    broker.converge()
-    assert reach(lan, "allowed", AMQPS, "ipv6") == "connected"
+def test_allowed_ipv6_source_reaches_listed_port(converged):
+    assert reach(converged.lan, "allowed", AMQPS, "ipv6") == "connected"
+
+
+def test_outsider_reaches_listed_port_before_the_role_runs(lan):
+    assert reach(lan, "outsider", AMQPS) == "connected"
 
 
 @pytest.mark.parametrize("port", [AMQPS, REDIS_TLS])
-def test_outsider_is_dropped_on_listed_port(lan, broker, port):
-    assert reach(lan, "outsider", port) == "connected"  # open before the role
-    broker.converge()
-    assert reach(lan, "outsider", port) == "timeout"
+def test_outsider_is_dropped_on_listed_port(converged, port):
+    assert reach(converged.lan, "outsider", port) == "timeout"
 
 
-def test_outsider_is_dropped_on_listed_port_over_ipv6(lan, broker):
-    broker.converge()
-    assert reach(lan, "outsider", AMQPS, "ipv6") == "timeout"
+def test_outsider_is_dropped_on_listed_port_over_ipv6(converged):
+    assert reach(converged.lan, "outsider", AMQPS, "ipv6") == "timeout"
 
 
-def test_ipv4_only_allow_list_drops_ipv6_from_the_same_client(lan, broker):
-    broker.converge()  # Redis TLS lists only the allowed client's IPv4 address
-    assert reach(lan, "allowed", REDIS_TLS, "ipv6") == "timeout"
+def test_ipv4_only_allow_list_drops_ipv6_from_the_same_client(converged):
+    # Redis TLS lists only the allowed client's IPv4 address
+    assert reach(converged.lan, "allowed", REDIS_TLS, "ipv6") == "timeout"
 
 
-def test_outsider_still_reaches_unlisted_port(lan, broker):
-    broker.converge()
-    assert reach(lan, "outsider", SSH) == "connected"
+def test_outsider_still_reaches_unlisted_port(converged):
+    assert reach(converged.lan, "outsider", SSH) == "connected"
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "::1", "192.0.2.1"])
-def test_broker_reaches_its_own_listed_port_locally(lan, broker, address):
-    broker.converge()
-    assert lan.server.connect(address, AMQPS) == "connected"
+def test_broker_reaches_its_own_listed_port_locally(converged, address):
+    assert converged.lan.server.connect(address, AMQPS) == "connected"
 
 
 def test_emptied_allow_list_closes_port_to_previously_allowed_source(lan, broker):
@@ -189,14 +198,12 @@ def test_no_rules_manage_no_port(lan, broker):
 
 # --- how it is applied -------------------------------------------------------
 
-def test_second_run_changes_nothing(broker):
-    broker.converge()
-    assert broker.converge().changed == 0
+def test_second_run_changes_nothing(converged):
+    assert converged.converge().changed == 0
 
 
-def test_check_mode_after_convergence_changes_nothing(broker):
-    broker.converge()
-    run = broker.apply("--check")
+def test_check_mode_after_convergence_changes_nothing(converged):
+    run = converged.apply("--check")
     assert (run.rc, run.changed) == (0, 0), run
 
 
@@ -221,7 +228,11 @@ def test_deleted_live_table_is_restored_on_next_run(lan, broker):
 
 
 def test_other_tables_of_the_host_survive(lan, broker):
-    host_table = "table inet hostfw {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport 22 counter accept\n }\n}\n"
+    host_table = (
+        "table inet hostfw {\n chain input {\n"
+        "  type filter hook input priority 0; policy accept;\n"
+        "  tcp dport 22 counter accept\n }\n}\n"
+    )
     lan.server.run("nft", "-f", "-", input=host_table)
     before = lan.server.run("nft", "list", "table", "inet", "hostfw").stdout
     broker.converge()
@@ -237,9 +248,8 @@ def test_ruleset_file_restores_the_table_after_a_flush(lan, broker):
     assert reach(lan, "allowed", AMQPS) == "connected"
 
 
-def test_ruleset_file_holds_only_the_role_table(broker):
-    broker.converge()
-    text = broker.ruleset.read_text()
+def test_ruleset_file_holds_only_the_role_table(converged):
+    text = converged.ruleset.read_text()
     assert "flush ruleset" not in text
     assert set(re.findall(r"^table (\S+ \S+)", text, re.M)) == {f"inet {TABLE}"}
 

@@ -55,7 +55,9 @@ def _rule_errors(rules):
                     hint = "; did you mean %s?" % ipaddress.ip_network(str(source), strict=False)
                 except ValueError:
                     pass
-                errors.append("%s: source %r is not a valid IPv4/IPv6 CIDR (%s)%s" % (where, source, exc, hint))
+                errors.append(
+                    "%s: source %r is not a valid IPv4/IPv6 CIDR (%s)%s" % (where, source, exc, hint)
+                )
     return errors
 
 

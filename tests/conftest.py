@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+# The live all-in-one deployment fixture (`local_deployment`), shared by the live tests.
+pytest_plugins = ["livedeploy"]
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 

@@ -1,0 +1,85 @@
+"""The local all-in-one deployment, brought up once per test session by the README's main
+command (`scripts/deploy-local.sh`) on a copy of `inventories/local`, and stopped after.
+
+Live tests (render end to end, the hostile-client suite, faults) take the `local_deployment`
+fixture: real RabbitMQ, real Redis and a real Celery worker, configured by the roles."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BROKER_SERVICES = ("rabbitmq-server", "redis-server")
+
+
+def run(*argv: str | Path, check: bool = True, timeout: float = 900, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository with the project's virtualenv first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           **kwargs.pop("env", {})}
+    proc = subprocess.run([str(a) for a in argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env, check=False, **kwargs)
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        raise AssertionError(f"{' '.join(map(str, argv))} exited {proc.returncode}:\n{tail}")
+    return proc
+
+
+@dataclass
+class LocalDeployment:
+    """A running all-in-one deployment and the handles tests need."""
+
+    inventory: Path
+    output: str
+    deployment: Any = field(repr=False)
+
+    @property
+    def worker_service(self) -> str:
+        return f"celery-worker-{self.deployment.group('celery_workers')[0].name}"
+
+    def service(self, name: str, action: str) -> None:
+        run("service", name, action, timeout=180)
+
+    def client_app(self, workdir: Path, host: str | None = None) -> Any:
+        """A Celery app configured as a client of this deployment (signing enabled)."""
+        from celery_provision import verify
+
+        d = self.deployment
+        client = d.host(host) if host else (d.group("celery_clients") or d.group("celery_workers"))[0]
+        return verify.client_app(d, client, workdir)
+
+
+def _stop_all(d: Any) -> None:
+    for worker in d.group("celery_workers"):
+        subprocess.run(["service", f"celery-worker-{worker.name}", "stop"], capture_output=True, check=False)
+    for name in BROKER_SERVICES:
+        subprocess.run(["service", name, "stop"], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def local_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
+    """Deploy `inventories/local` (a private copy, with its own PKI) with the main command."""
+    if os.geteuid() != 0 or not shutil.which("service"):
+        pytest.skip("the local deployment needs root and init scripts (service)")
+    from celery_provision import model
+
+    base = tmp_path_factory.mktemp("deploy") / "inventories"
+    inventory = base / "local"
+    shutil.copytree(REPO / "inventories" / "local", inventory)
+    proc = run("bash", "scripts/deploy-local.sh", inventory, check=False, timeout=1800)
+    d = model.load(inventory)
+    try:
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-80:])
+            pytest.fail(f"scripts/deploy-local.sh failed ({proc.returncode}):\n{tail}", pytrace=False)
+        yield LocalDeployment(inventory=inventory, output=proc.stdout + proc.stderr, deployment=d)
+    finally:
+        _stop_all(d)

@@ -77,7 +77,7 @@ def _redis(d: Deployment, host: Host) -> dict[str, Any]:
     s = d.settings
     broker, backend = s.broker == "redis", s.result_backend == "redis"
     apps = d.apps if (broker or backend) else []
-    rules = acl.redis_acl_rules(s.queues, broker=broker, backend=backend)
+    rules = acl.redis_acl_rules(s.queues, broker=broker, backend=backend, broker_db=s.broker_db)
     admin = str(host.var("redis_admin_user"))
     return {
         "users": [{"name": a.name, "password": credentials.password(d, "redis", a.name), "rules": rules} for a in apps],

@@ -17,7 +17,11 @@ __all__ = ["write_atomic", "private_dir", "locked", "read_bytes"]
 
 def private_dir(path: Path, mode: int = 0o700) -> Path:
     """Create *path* (and parents) if missing; a new directory gets *mode*."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:  # one stat when it already exists
+        missing.append(probe)
+        probe = probe.parent
     try:
         for directory in reversed(missing):  # parents too: mkdir(parents=True) ignores mode for them
             directory.mkdir(mode=mode, exist_ok=True)
@@ -28,12 +32,17 @@ def private_dir(path: Path, mode: int = 0o700) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool | None = None) -> None:
     """Write *data* to *path* through a temp file in the same directory, then rename.
 
     The temp file is created with *mode* from the start, so a key is never readable by
     others, and a crash leaves either the old file or the new one, never half of either.
+    *durable* (default: for secrets, i.e. modes without group/other bits) fsyncs before the
+    rename; callers that can regenerate a file (leaf keys, checked against state.json on
+    the next run) pass False, since one fsync per file dominates bulk issuance.
     """
+    if durable is None:
+        durable = mode & 0o077 == 0
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -42,7 +51,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if mode & 0o077 == 0:  # secrets: make them durable before they replace anything
+            if durable:  # make it durable before it replaces anything
                 os.fsync(fd)
         finally:
             os.close(fd)

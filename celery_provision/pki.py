@@ -402,6 +402,7 @@ class _CA:
     root: x509.Certificate
     intermediate: x509.Certificate | None
     _key: Key | None = None
+    _issuer_id: str | None = None
 
     @property
     def issuer_cert(self) -> x509.Certificate:
@@ -409,7 +410,9 @@ class _CA:
 
     @property
     def issuer_id(self) -> str:
-        return hashlib.sha256(_cert_pem(self.issuer_cert)).hexdigest()[:32]
+        if self._issuer_id is None:  # asked once per leaf written: compute it once
+            self._issuer_id = hashlib.sha256(_cert_pem(self.issuer_cert)).hexdigest()[:32]
+        return self._issuer_id
 
     def issuer_key(self) -> Key:
         if self._key is None:
@@ -624,7 +627,9 @@ def _write_leaf(spec: LeafSpec, cert_pem: bytes, key_pem: bytes, layout: Layout,
     del host_dir
     full = cert_pem + ca.chain() if spec.kind != "signing" else cert_pem
     # Key first: a cert never points at a key that is not there yet.
-    write_atomic(layout.key(spec.host, spec.kind), key_pem, 0o600)
+    # Not fsynced one by one: a leaf key lost in a crash no longer matches the digest in
+    # state.json, so the next run reissues it (the CA key and state.json stay durable).
+    write_atomic(layout.key(spec.host, spec.kind), key_pem, 0o600, durable=False)
     write_atomic(layout.cert(spec.host, spec.kind), full, 0o644)
     if spec.kind == "signing":
         private_dir(layout.signers_dir)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import uuid
 
 from celery import Celery, signals
 
-__all__ = ["app", "ping", "touch", "PING", "TOUCH"]
+__all__ = ["app", "ping", "touch", "mark", "PING", "TOUCH", "MARK"]
 
 PING = "celery_provision.canary.ping"
 TOUCH = "celery_provision.canary.touch"
+MARK = "celery_provision.canary.mark"
 
 app = Celery("celery_provision_canary")
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))  # lazy: read on first use
@@ -38,3 +41,13 @@ def touch(path: str) -> str:
     with open(path, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return path
+
+
+@app.task(name=MARK)
+def mark(directory: str, key: str, seconds: float = 0.0) -> str:
+    """Work for *seconds*, then record one execution of *key* as a new file in *directory*
+    (`KEY.PID.RANDOM`): tests count executions without trusting the result backend."""
+    time.sleep(seconds)
+    with open(os.path.join(directory, f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"), "x"):
+        pass
+    return key

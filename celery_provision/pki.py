@@ -286,46 +286,69 @@ def _build_leaf(spec: LeafSpec, key: Key, issuer_cert: x509.Certificate, issuer_
     return builder.sign(issuer_key, _hash_for(issuer_key))
 
 
-# Issuing runs in worker processes (fork): the issuer is inherited, never sent over a pipe.
-_ISSUER: tuple[x509.Certificate, Key] | None = None
+@dataclass(frozen=True)
+class _Job:
+    """What every issuing process needs; inherited through fork, never sent over a pipe."""
+
+    issuer_cert: x509.Certificate
+    issuer_key: Key
+    issuer_id: str
+    chain: bytes
+    layout: Layout
 
 
-def _issue_one(spec: LeafSpec) -> tuple[bytes, bytes]:
-    assert _ISSUER is not None
+_JOB: _Job | None = None
+
+
+def _issue_one(spec: LeafSpec) -> dict[str, Any]:
+    """Generate, sign and write one leaf (in a worker process); return its state record."""
+    job = _JOB
+    assert job is not None
     key = generate_key(spec.key_type)
-    cert = _build_leaf(spec, key, *_ISSUER)
-    return _cert_pem(cert), _key_pem(key)
+    cert = _build_leaf(spec, key, job.issuer_cert, job.issuer_key)
+    cert_pem, key_pem = _cert_pem(cert), _key_pem(key)
+    full = cert_pem + job.chain if spec.kind != "signing" else cert_pem
+    private_dir(job.layout.hosts_dir / spec.host)
+    # Key first: a cert never points at a key that is not there yet.
+    # Not fsynced one by one: a leaf key lost in a crash no longer matches the digest in
+    # state.json, so the next run reissues it (the CA key and state.json stay durable).
+    write_atomic(job.layout.key(spec.host, spec.kind), key_pem, 0o600, durable=False)
+    write_atomic(job.layout.cert(spec.host, spec.kind), full, 0o644)
+    if spec.kind == "signing":
+        private_dir(job.layout.signers_dir)
+        write_atomic(job.layout.signer(spec.host), cert_pem, 0o644)
+    return _record(spec, cert, full, key_pem, job.issuer_id)
 
 
 def _issue_many(
     specs: Sequence[LeafSpec],
-    issuer: tuple[x509.Certificate, Key],
+    job: _Job,
     progress: Callable[[int, int], None] | None,
     processes: int | None = None,
-) -> Iterable[tuple[LeafSpec, bytes, bytes]]:
-    """Generate keys and sign, on every core when there is enough work to share."""
-    global _ISSUER
-    _ISSUER = issuer
+) -> Iterable[tuple[LeafSpec, dict[str, Any]]]:
+    """Generate keys, sign and write, on every core when there is enough work to share."""
+    global _JOB
+    _JOB = job
     workers = min(processes or os.cpu_count() or 1, max(1, len(specs) // 8))
     try:
         if workers <= 1:
-            results: Iterable[tuple[bytes, bytes]] = map(_issue_one, specs)
+            results: Iterable[dict[str, Any]] = map(_issue_one, specs)
             pool = None
         else:
             pool = multiprocessing.get_context("fork").Pool(workers)
             chunk = max(1, min(64, len(specs) // (workers * 4)))
             results = pool.imap(_issue_one, specs, chunksize=chunk)
         try:
-            for done, (spec, (cert, key)) in enumerate(zip(specs, results, strict=True), 1):
+            for done, (spec, record) in enumerate(zip(specs, results, strict=True), 1):
                 if progress:
                     progress(done, len(specs))
-                yield spec, cert, key
+                yield spec, record
         finally:
             if pool is not None:
                 pool.close()
                 pool.join()
     finally:
-        _ISSUER = None
+        _JOB = None
 
 
 # --------------------------------------------------------------------------- the CA
@@ -586,7 +609,7 @@ def _leaf_problem(spec: LeafSpec, layout: Layout, ca: _CA, state: dict[str, Any]
         return "revoked"
     if cert.not_valid_after_utc <= renew_before:
         return "expires"
-    state["leaves"][spec.name] = _record(spec, cert, cert_bytes, key_bytes, ca)
+    state["leaves"][spec.name] = _record(spec, cert, cert_bytes, key_bytes, ca.issuer_id)
     return None
 
 
@@ -610,32 +633,16 @@ def _spec_of(cert: x509.Certificate, spec: LeafSpec) -> str:
     return LeafSpec(host, spec.kind, key_type_of(cert.public_key()), sans, eku, spec.days).fingerprint()
 
 
-def _record(spec: LeafSpec, cert: x509.Certificate, cert_bytes: bytes, key_bytes: bytes, ca: _CA) -> dict[str, Any]:
+def _record(spec: LeafSpec, cert: x509.Certificate, cert_bytes: bytes, key_bytes: bytes,
+            issuer_id: str) -> dict[str, Any]:
     return {
         "serial": format(cert.serial_number, "x"),
         "not_after": cert.not_valid_after_utc.isoformat(),
         "spec": spec.fingerprint(),
-        "issuer": ca.issuer_id,
+        "issuer": issuer_id,
         "cert": _sha(cert_bytes),
         "key": _sha(key_bytes),
     }
-
-
-def _write_leaf(spec: LeafSpec, cert_pem: bytes, key_pem: bytes, layout: Layout, ca: _CA,
-                state: dict[str, Any]) -> None:
-    host_dir = private_dir(layout.hosts_dir / spec.host)
-    del host_dir
-    full = cert_pem + ca.chain() if spec.kind != "signing" else cert_pem
-    # Key first: a cert never points at a key that is not there yet.
-    # Not fsynced one by one: a leaf key lost in a crash no longer matches the digest in
-    # state.json, so the next run reissues it (the CA key and state.json stay durable).
-    write_atomic(layout.key(spec.host, spec.kind), key_pem, 0o600, durable=False)
-    write_atomic(layout.cert(spec.host, spec.kind), full, 0o644)
-    if spec.kind == "signing":
-        private_dir(layout.signers_dir)
-        write_atomic(layout.signer(spec.host), cert_pem, 0o644)
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    state["leaves"][spec.name] = _record(spec, cert, full, key_pem, ca)
 
 
 def _sync_signers(d: Deployment, layout: Layout, state: dict[str, Any]) -> None:
@@ -745,10 +752,10 @@ def issue(
             else:
                 todo.append((spec, problem))
         if todo:
-            issuer = (ca.issuer_cert, ca.issuer_key())
+            job = _Job(ca.issuer_cert, ca.issuer_key(), ca.issuer_id, ca.chain(), layout)
             reasons = dict((s.name, p) for s, p in todo)
-            for spec, cert_pem, key_pem in _issue_many([s for s, _ in todo], issuer, progress, processes):
-                _write_leaf(spec, cert_pem, key_pem, layout, ca, state)
+            for spec, record in _issue_many([s for s, _ in todo], job, progress, processes):
+                state["leaves"][spec.name] = record
                 reason = reasons[spec.name]
                 action = "issued" if reason == "missing" else ("renewed" if reason == "expires" else "reissued")
                 report.add(action, spec.name, reason)

@@ -235,6 +235,11 @@ build_image() {
     rootfs=""
 }
 
+# One build at a time on this machine (engineers and CI jobs share the cache).
+install -d -m 0755 "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
 total_start=$(date +%s.%N)
 phase packages host_packages
 phase podman-conf podman_config

@@ -1,0 +1,397 @@
+"""Fixtures of the hostile-client suite, and its summary line.
+
+Every attack is one test marked `probe`; it passes when the deployment refuses the attacker.
+The run ends with `N probes, N refused, N got in` (a failed probe is an attacker who got in).
+Controls (not probes) show that each probe could see success: the same client, minus the
+hostile part, gets in.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import secprobe
+from secprobe import Endpoint, Issuer
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = REPO / "roles"
+PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
+WAIT = 90.0  # the longest a probe waits for the worker before giving up (a deadline, not a measurement)
+
+
+# --------------------------------------------------------------------------- marker and summary
+
+_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "probe: an attack on the live deployment; it passes when refused")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Host hygiene last: the logs it reads then hold every probe's traffic."""
+    last = [i for i in items if i.nodeid.startswith("tests/security/test_host_hygiene.py")]
+    items[:] = [i for i in items if i not in last] + last
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "probe" not in report.keywords:
+        return
+    if report.when == "call":
+        _OUTCOMES[report.nodeid] = "refused" if report.passed else ("got in" if report.failed else "not run")
+    elif report.when == "setup" and not report.passed:
+        _OUTCOMES[report.nodeid] = "not run"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _OUTCOMES:
+        return
+    values = list(_OUTCOMES.values())
+    line = (f"{len(values)} probes, {values.count('refused')} refused, {values.count('got in')} got in")
+    if values.count("not run"):
+        line += f", {values.count('not run')} not run (setup failed or skipped)"
+    terminalreporter.write_sep("=", "hostile clients")
+    terminalreporter.write_line(line)
+    for nodeid, outcome in _OUTCOMES.items():
+        if outcome == "got in":
+            terminalreporter.write_line(f"GOT IN: {nodeid}")
+
+
+# --------------------------------------------------------------------------- the deployment
+
+
+def role_default(role: str, name: str, host: str) -> Any:
+    """A role default as the role sees it for *host* (only `inventory_hostname` is templated)."""
+    data = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
+    value = data[name]
+    return value.replace("{{ inventory_hostname }}", host) if isinstance(value, str) else value
+
+
+@dataclass
+class Live:
+    """The running deployment, seen from the controller, with the handles the probes need."""
+
+    handle: Any  # tests/livedeploy.LocalDeployment
+    tmp: Path
+
+    @property
+    def d(self) -> Any:
+        return self.handle.deployment
+
+    @property
+    def layout(self) -> Any:
+        from celery_provision.pki import Layout
+
+        return Layout(self.d.pki_dir)
+
+    @property
+    def worker(self) -> str:
+        return self.d.group("celery_workers")[0].name
+
+    @property
+    def client(self) -> str:
+        return (self.d.group("celery_clients") or self.d.group("celery_workers"))[0].name
+
+    def endpoint(self, kind: str) -> Endpoint:
+        host = self.d.group(kind)[0]
+        return Endpoint(kind, host.address, int(host.var(f"{kind}_tls_port")), PLAINTEXT_PORTS[kind])
+
+    def tls_pair(self, host: str) -> tuple[Path, Path]:
+        return self.layout.cert(host, "client"), self.layout.key(host, "client")
+
+    def password(self, service: str, user: str) -> str:
+        from celery_provision import credentials
+
+        return credentials.password(self.d, service, user)
+
+    def admin(self, service: str) -> str:
+        return str(self.d.group(service)[0].var(f"{service}_admin_user"))
+
+    def issuer(self) -> Issuer:
+        """The CA that signs the deployment's leaves, private key included (controller only)."""
+        from celery_provision import pki
+
+        layout, passphrase = self.layout, pki.passphrase_for(self.d)
+        if layout.intermediate_cert.exists():
+            cert, key = layout.intermediate_cert, layout.intermediate_key
+        else:
+            cert, key = layout.root_cert, layout.root_key
+        from cryptography import x509
+
+        return Issuer(x509.load_pem_x509_certificate(cert.read_bytes()), secprobe.load_pem_key(key, passphrase))
+
+    def chain(self) -> bytes:
+        """The intermediate certificate to send after a leaf (empty without one)."""
+        path = self.layout.intermediate_cert
+        return path.read_bytes() if path.exists() else b""
+
+
+@pytest.fixture(scope="session")
+def live(local_deployment: Any, tmp_path_factory: pytest.TempPathFactory) -> Live:
+    """The local all-in-one deployment (tests/livedeploy.py), brought up once per session."""
+    return Live(local_deployment, tmp_path_factory.mktemp("security"))
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(live: Live) -> Endpoint:
+    return live.endpoint("rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def redis_ep(live: Live) -> Endpoint:
+    return live.endpoint("redis")
+
+
+@pytest.fixture(params=["rabbitmq", "redis"])
+def broker(request: pytest.FixtureRequest, live: Live) -> Endpoint:
+    """Each broker in turn: transport probes must be refused by both."""
+    return live.endpoint(request.param)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@pytest.fixture
+def amqp_login(live: Live, rabbitmq: Endpoint) -> Callable[..., Any]:
+    """`amqp_login(user, password, vhost=...)`: an open py-amqp connection over mutual TLS
+    (as the worker's certificate) or the exception the broker answered with."""
+    import amqp
+
+    from celery_provision.verify import tls_client_context
+
+    opened: list[Any] = []
+
+    def login(user: str, password: str, vhost: str | None = None) -> Any:
+        ctx = tls_client_context(live.layout.ca_pem, *live.tls_pair(live.worker))
+        conn = amqp.Connection(f"{rabbitmq.address}:{rabbitmq.port}", userid=user, password=password,
+                               virtual_host=vhost or live.d.settings.vhost, ssl=ctx,
+                               connect_timeout=secprobe.TIMEOUT)
+        opened.append(conn)
+        conn.connect()
+        conn.channel()  # vhost access is checked at connection.open; a channel proves we are in
+        return conn
+
+    yield login
+    for conn in opened:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def redis_as(live: Live, redis_ep: Endpoint) -> Callable[..., Any]:
+    """`redis_as(user, password)`: a redis-py client over mutual TLS (worker's certificate);
+    with user None it sends no AUTH at all."""
+    import redis
+
+    opened: list[Any] = []
+
+    def connect(user: str | None, password: str | None = None) -> Any:
+        cert, key = live.tls_pair(live.worker)
+        r = redis.Redis(host=redis_ep.address, port=redis_ep.port, username=user, password=password,
+                        ssl=True, ssl_ca_certs=str(live.layout.ca_pem), ssl_certfile=str(cert),
+                        ssl_keyfile=str(key), socket_timeout=secprobe.TIMEOUT,
+                        db=live.d.settings.backend_db)
+        opened.append(r)
+        return r
+
+    yield connect
+    for r in opened:
+        r.close()
+
+
+# --------------------------------------------------------------------------- the worker side
+
+
+def rabbitmqctl(live: Live, *args: str) -> str:
+    node = role_default("rabbitmq", "rabbitmq_nodename", live.d.group("rabbitmq")[0].name)
+    proc = subprocess.run(["rabbitmqctl", "-n", node, "-q", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, f"rabbitmqctl {' '.join(args)}: {proc.stderr or proc.stdout}"
+    return proc.stdout
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll until *condition* holds; give up (fail) after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def probe_dir(live: Live) -> Iterator[Path]:
+    """A directory the worker (user `celery`) can write, for the canary `touch` task: under the
+    worker's own state directory, which even the sandboxed systemd unit may write."""
+    state = Path(role_default("celery_worker", "celery_worker_state_dir", live.worker))
+    user = role_default("celery_worker", "celery_worker_user", live.worker)
+    path = state / f"security-probes-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o700)
+    pw = pwd.getpwnam(user)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_log(live: Live) -> Path:
+    log_dir = role_default("celery_worker", "celery_worker_log_dir", live.worker)
+    return Path(log_dir) / f"{live.handle.worker_service}.log"
+
+
+@dataclass
+class TaskSender:
+    """Publishes Celery task messages straight to the queue with kombu, over mutual TLS as the
+    deployment's client — the way an attacker holding a legitimate broker login would."""
+
+    live: Live
+    probe_dir: Path
+    conn: Any
+    queue: str
+
+    def message(self, path: Path, *, extra_embed: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], list[Any]]:
+        from celery_provision import canary
+
+        task_id = str(uuid.uuid4())
+        headers = {
+            "lang": "py", "task": canary.TOUCH, "id": task_id, "shadow": None, "eta": None,
+            "expires": None, "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
+            "root_id": task_id, "parent_id": None, "argsrepr": repr((str(path),)), "kwargsrepr": "{}",
+            "origin": "security-probe", "ignore_result": True,
+        }
+        embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None, **(extra_embed or {})}
+        return task_id, headers, [[str(path)], {}, embed]
+
+    def publish(self, task_id: str, headers: dict[str, Any], payload: bytes, content_type: str,
+                content_encoding: str) -> None:
+        producer = self.conn.Producer()
+        producer.publish(payload, exchange="", routing_key=self.queue, headers=headers,
+                         content_type=content_type, content_encoding=content_encoding,
+                         correlation_id=task_id, delivery_mode=2, retry=False)
+
+    def signed(self, body: Any, key: Path, cert: Path) -> bytes:
+        """*body* serialized by Celery's own `auth` serializer with this key and certificate."""
+        from celery.security.certificate import Certificate
+        from celery.security.key import PrivateKey
+        from celery.security.serialization import SecureSerializer
+
+        s = SecureSerializer(PrivateKey(key.read_bytes()), Certificate(cert.read_bytes()), None,
+                             digest="sha256", serializer="json")
+        return s.serialize(body)
+
+    def send_signed(self, path: Path) -> str:
+        """A correctly signed `touch` (the deployment client's signing key)."""
+        task_id, headers, body = self.message(path)
+        layout = self.live.layout
+        payload = self.signed(body, layout.key(self.live.client, "signing"), layout.cert(self.live.client, "signing"))
+        self.publish(task_id, headers, payload, "application/data", "utf-8")
+        return task_id
+
+    def queue_settled(self) -> bool:
+        vhost = self.live.d.settings.vhost
+        out = rabbitmqctl(self.live, "list_queues", "-p", vhost, "--no-table-headers",
+                          "name", "messages_ready", "messages_unacknowledged")
+        for line in out.splitlines():
+            parts = line.split()
+            if parts and parts[0] == self.queue:
+                return parts[1:] == ["0", "0"]
+        return True
+
+    def settle(self) -> None:
+        """Wait until the worker has dealt with everything sent so far: a signed sentinel
+        sent last has run, and the queue holds no ready or unacknowledged message (tasks are
+        acknowledged late, after running or failing)."""
+        sentinel = self.probe_dir / f"sentinel-{uuid.uuid4().hex}"
+        self.send_signed(sentinel)
+        wait_for(sentinel.exists, "the signed sentinel task to run")
+        wait_for(self.queue_settled, f"queue {self.queue!r} to drain")
+
+    def log_lines(self, task_id: str) -> str:
+        try:
+            lines = worker_log(self.live).read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"(no worker log: {exc})"
+        return "\n".join(line for line in lines if task_id in line)[-2000:] or "(task id not in the worker log)"
+
+
+@pytest.fixture(scope="session")
+def sender(live: Live, probe_dir: Path) -> Iterator[TaskSender]:
+    workdir = live.tmp / "client-app"
+    workdir.mkdir(exist_ok=True)
+    app = live.handle.client_app(workdir)
+    conn = app.connection_for_write()
+    conn.ensure_connection(max_retries=3)
+    try:
+        yield TaskSender(live, probe_dir, conn, live.d.settings.queues[0])
+    finally:
+        conn.release()
+        app.close()
+
+
+# --------------------------------------------------------------------------- re-running the deployment
+
+
+@dataclass
+class Rerun:
+    """`ansible-playbook -v playbooks/site.yml` run once more, after revoking the client's
+    TLS certificate (saved first, so a probe can present it afterwards)."""
+
+    output: str
+    returncode: int
+    revoked_cert: Path
+    revoked_key: Path
+
+
+@pytest.fixture(scope="session")
+def rerun(live: Live) -> Rerun:
+    """Revoke the deployment client's TLS certificate through `celery_provision.pki`, then
+    re-run the whole site playbook: the controller play publishes the CRL and re-issues the
+    client's certificate, the RabbitMQ role pushes the CRL. The deployment keeps working."""
+    from celery_provision import pki
+
+    saved = live.tmp / "revoked"
+    saved.mkdir(exist_ok=True)
+    cert, key = live.tls_pair(live.client)
+    revoked_cert, revoked_key = saved / "client.pem", saved / "client.key"
+    shutil.copyfile(cert, revoked_cert)
+    shutil.copyfile(key, revoked_key)
+    os.chmod(revoked_key, 0o600)
+    report = pki.revoke(live.d, live.client, kinds=("client",), reason="security suite: revoked-certificate probe")
+    assert report.count("revoked") == 1, report.summary()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(["ansible-playbook", "-v", "-i", str(live.handle.inventory), "playbooks/site.yml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=1800, env=env, check=False)
+    output = proc.stdout + proc.stderr
+    (live.tmp / "site-rerun.log").write_text(output)
+    return Rerun(output, proc.returncode, revoked_cert, revoked_key)
+
+
+@pytest.fixture(scope="session")
+def secrets(live: Live) -> dict[str, str]:
+    """Every secret the controller holds for this deployment: the passwords and the private key
+    bodies, by a printable name."""
+    out: dict[str, str] = {}
+    for path in sorted(live.d.credentials_dir.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            value = path.read_text().strip()
+            if value:
+                out[f"password {path.relative_to(live.d.credentials_dir)}"] = value
+    for path in sorted(live.d.pki_dir.rglob("*.key")):
+        out[f"key {path.relative_to(live.d.pki_dir)}"] = secprobe.key_body(path.read_text())
+    assert out, "no secrets found on the controller: wrong state directory?"
+    return out

@@ -1,0 +1,133 @@
+"""Secrets on the deployed host: the CA key never leaves the controller, every deployed key
+and password file is readable by its service only, and no secret shows in Ansible's output or
+in the services' logs. (These tests run last in the suite, see conftest: the logs they read
+then include every probe's traffic.)"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+import secprobe
+
+DEPLOYED_TREES = ("/etc/rabbitmq", "/etc/redis", "/etc/celery-provision", "/opt/celery-provision")
+LOG_TREES = ("/var/log/rabbitmq", "/var/log/redis", "/var/log/celery-provision")
+SECRET_NAMES = re.compile(r"(\.key|\.password|\.acl|\.erlang\.cookie)$")
+# Owner and group a secret-bearing file may have, per tree: the service reads it through its group.
+OWNERS = {
+    "/etc/rabbitmq": ({"root", "rabbitmq"}, {"rabbitmq"}),
+    "/etc/redis": ({"root", "redis"}, {"redis"}),
+    "/etc/celery-provision": ({"root"}, {"celery"}),
+    "/var/lib/rabbitmq": ({"rabbitmq"}, {"rabbitmq"}),
+}
+SECRET_MODES = {0o400, 0o440, 0o600, 0o640}
+
+
+def files_under(*trees: str) -> list[Path]:
+    out = []
+    for tree in trees:
+        root = Path(tree)
+        if root.exists():
+            out.extend(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    return out
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def expected_files(live) -> dict[str, tuple[str, str, int]]:
+    """The key and password files the roles deploy, with the owner, group and mode chosen."""
+    out = {
+        "/etc/rabbitmq/tls/server.key": ("root", "rabbitmq", 0o640),
+        "/etc/redis/tls/server.key": ("root", "redis", 0o640),
+        "/etc/redis/users.acl": ("redis", "redis", 0o640),
+        "/var/lib/rabbitmq/.erlang.cookie": ("rabbitmq", "rabbitmq", 0o400),
+    }
+    for app in live.d.apps:
+        for name in ("client.key", "signing.key", "rabbitmq.password", "redis.password"):
+            out[f"/etc/celery-provision/{app.name}/{name}"] = ("root", "celery", 0o640)
+    return out
+
+
+def owner_of(path: Path) -> tuple[str, str, int]:
+    st = path.stat()
+    return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)
+
+
+@pytest.mark.probe
+def test_ca_private_key_is_in_no_deployed_file(live) -> None:
+    keys = [p for p in (live.layout.root_key, live.layout.intermediate_key) if p.exists()]
+    bodies = {str(p): secprobe.key_body(p.read_text())[:64] for p in keys}
+    found = [f"{path} holds {name}" for path in files_under(*DEPLOYED_TREES)
+             for name, body in bodies.items() if body in read(path)]
+    assert not found, found
+
+
+@pytest.mark.probe
+def test_deployed_key_and_password_files_have_the_chosen_owner_and_mode(live) -> None:
+    wrong = {}
+    for name, want in expected_files(live).items():
+        p = Path(name)
+        got = owner_of(p) if p.exists() else None
+        if got != want:
+            wrong[name] = f"{got and (got[0], got[1], oct(got[2]))} != {(want[0], want[1], oct(want[2]))}"
+    assert not wrong, wrong
+
+
+@pytest.mark.probe
+def test_every_secret_bearing_deployed_file_is_readable_by_its_service_only(live, secrets) -> None:
+    """Any deployed file holding a private key or a password (found by content, not by
+    name), wherever the roles put it, is 0600/0640/0400/0440 and owned per its tree."""
+    wrong = []
+    checked = 0
+    cookie = [Path("/var/lib/rabbitmq/.erlang.cookie")] if Path("/var/lib/rabbitmq/.erlang.cookie").exists() else []
+    for path in files_under(*DEPLOYED_TREES) + cookie:
+        text = read(path)
+        holds = (SECRET_NAMES.search(path.name) or "PRIVATE KEY-----" in text
+                 or any(v in text for k, v in secrets.items() if k.startswith("password")))
+        if not holds:
+            continue
+        checked += 1
+        user, group, mode = owner_of(path)
+        users, groups = next((v for tree, v in OWNERS.items() if str(path).startswith(tree + "/")),
+                             ({"root"}, {"root"}))
+        if mode not in SECRET_MODES or user not in users or group not in groups:
+            wrong.append(f"{path}: {user}:{group} {oct(mode)}")
+    assert checked >= len(expected_files(live)) - 1, f"only {checked} secret-bearing files found"
+    assert not wrong, wrong
+
+
+@pytest.mark.probe
+def test_no_secret_in_the_output_of_ansible_playbook_verbose(live, rerun, secrets) -> None:
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    leaked = [name for name, value in secrets.items() if secprobe.contains_secret(rerun.output, value)]
+    assert not leaked, f"ansible-playbook -v printed: {leaked} (log: {live.tmp / 'site-rerun.log'})"
+
+
+@pytest.mark.probe
+def test_no_secret_in_the_log_of_the_main_deploy_command(live, secrets) -> None:
+    match = re.search(r"\(log: (\S+)\)", live.handle.output)
+    texts = {"deploy-local.sh output": live.handle.output}
+    if match and Path(match.group(1)).exists():
+        texts[match.group(1)] = read(Path(match.group(1)))
+    leaked = [f"{name} in {where}" for where, text in texts.items()
+              for name, value in secrets.items() if secprobe.contains_secret(text, value)]
+    assert not leaked, leaked
+
+
+@pytest.mark.probe
+def test_no_secret_in_any_service_log(live, secrets) -> None:
+    logs = files_under(*LOG_TREES)
+    assert logs, f"no logs under {LOG_TREES}"
+    leaked = [f"{name} in {path}" for path in logs for name, value in secrets.items()
+              if secprobe.contains_secret(read(path), value)]
+    assert not leaked, leaked

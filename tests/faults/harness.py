@@ -1,0 +1,228 @@
+"""The fault harness: a run of canary `mark` tasks against the live local deployment, whose
+executions are counted from files the worker writes (not from the result backend, which one
+of the faults restarts), and probes of the worker and the broker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from livedeploy import REPO, LocalDeployment
+
+#: Tasks per scenario; each sleeps 5-20 ms before recording its execution.
+TASKS = 1000
+#: Generous bounds (never expectations of speed): a run that does not finish in this time
+#: has lost tasks or a worker that did not come back.
+RUN_TIMEOUT = 600.0
+SERVICE_TIMEOUT = 180.0
+
+
+def task_seconds(i: int) -> float:
+    """5 to 20 ms: short, but long enough for a fault to land in the middle of a task."""
+    return 0.005 + (i % 16) / 1000
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = RUN_TIMEOUT,
+             interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _worker_setting(name: str, host: str) -> str:
+    """A celery_worker role default as the host sees it (the local inventory keeps them)."""
+    defaults = yaml.safe_load((REPO / "roles" / "celery_worker" / "defaults" / "main.yml").read_text())
+    return jinja2.Template(str(defaults[name])).render(inventory_hostname=host)
+
+
+@dataclass
+class Counts:
+    """What one scenario sent and what the worker executed, per task key."""
+
+    scenario: str
+    sent: int
+    executions: Counter[str]
+
+    @property
+    def completed(self) -> int:
+        return len(self.executions)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.executions.values())
+
+    def lost(self, keys: list[str]) -> list[str]:
+        return [k for k in keys if k not in self.executions]
+
+    def line(self, keys: list[str]) -> str:
+        return (f"fault {self.scenario}: sent={self.sent} completed={self.completed} "
+                f"duplicates={self.duplicates} lost={len(self.lost(keys))}")
+
+
+@dataclass
+class FaultRun:
+    """Canary `mark` tasks sent by a signing client; each execution leaves one file in `records`."""
+
+    scenario: str
+    deployment: LocalDeployment
+    workdir: Path
+    records: Path
+    app: Any = None
+    keys: list[str] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.app = self.deployment.client_app(self.workdir / "client")
+
+    # -- sending
+    def send(self, count: int, app: Any = None) -> None:
+        from celery_provision import canary
+
+        app = app or self.app
+        for _ in range(count):
+            i = len(self.keys)
+            key = f"{self.scenario}-{i:05d}"
+            self.keys.append(key)
+            self.results.append(app.send_task(canary.MARK, args=[str(self.records), key, task_seconds(i)]))
+
+    # -- counting
+    def counts(self) -> Counts:
+        executions: Counter[str] = Counter(name.split(".", 1)[0] for name in os.listdir(self.records))
+        return Counts(self.scenario, len(self.keys), executions)
+
+    def executed(self) -> int:
+        return len(os.listdir(self.records))
+
+    def wait_executed(self, n: int) -> None:
+        wait_for(lambda: self.executed() >= n, f"{n} executions in {self.scenario}")
+
+    def wait_all_done(self) -> Counts:
+        """Every key executed at least once, then the queue drained and the count settled."""
+        wait_for(lambda: not self.counts().lost(self.keys), f"every task of {self.scenario} to run")
+        stable = {"last": -1, "quiet": 0}
+
+        def settled() -> bool:
+            now = self.executed()
+            stable["quiet"] = stable["quiet"] + 1 if now == stable["last"] and self.queue_depth() == 0 else 0
+            stable["last"] = now
+            return stable["quiet"] >= 5
+
+        wait_for(settled, f"the queue of {self.scenario} to drain", interval=0.5)
+        return self.counts()
+
+    def queue_depth(self) -> int:
+        """Messages ready in the task queue (redelivered ones included)."""
+        with self.app.connection_for_write() as conn:
+            queue = self.app.conf.task_default_queue
+            return conn.default_channel.queue_declare(queue, passive=True).message_count
+
+    def results_missing(self) -> int:
+        """Tasks whose result the backend does not have (informational: Redis restarts)."""
+        return sum(1 for r in self.results if r.state != "SUCCESS")
+
+    def close(self) -> None:
+        try:
+            self.app.close()
+        except Exception:
+            pass
+
+
+class Worker:
+    """The deployed worker service, seen from outside: its main process and pool children."""
+
+    def __init__(self, deployment: LocalDeployment) -> None:
+        host = deployment.deployment.group("celery_workers")[0].name
+        self.service = deployment.worker_service
+        self.pidfile = Path(_worker_setting("celery_worker_run_dir", host)) / f"{self.service}.pid"
+        self.state_dir = Path(_worker_setting("celery_worker_state_dir", host))
+        self.user = _worker_setting("celery_worker_user", host)
+
+    def main_pid(self) -> int:
+        pid = int(self.pidfile.read_text().strip())
+        os.kill(pid, 0)  # raises if it is gone
+        return pid
+
+    def children(self) -> list[int]:
+        main = self.main_pid()
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == main:
+                    out.append(int(entry.name))
+        return sorted(out)
+
+
+def answers_ping(deployment: LocalDeployment, workdir: Path, timeout: float = 30.0) -> bool:
+    """A signed canary task makes the round trip through the worker."""
+    from celery_provision import canary
+
+    app = deployment.client_app(workdir)
+    try:
+        nonce = uuid.uuid4().hex
+        return app.send_task(canary.PING, args=[nonce]).get(timeout=timeout)["nonce"] == nonce
+    except Exception:
+        return False
+    finally:
+        app.close()
+
+
+def served_certificate(deployment: LocalDeployment) -> bytes:
+    """The DER certificate RabbitMQ presents to a new connection now."""
+    from celery_provision import verify
+    from celery_provision.pki import Layout
+
+    d = deployment.deployment
+    broker = d.group("rabbitmq")[0]
+    client = d.group("celery_clients")[0]
+    layout = Layout(d.pki_dir)
+    ctx = verify.tls_client_context(layout.ca_pem, layout.cert(client.name, "client"),
+                                    layout.key(client.name, "client"))
+    with socket.create_connection((broker.address, int(broker.var("rabbitmq_tls_port"))), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=broker.address) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def pem_to_der(path: Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(path.read_text().split("-----END CERTIFICATE-----")[0]
+                                    + "-----END CERTIFICATE-----\n")
+
+
+class Publisher(threading.Thread):
+    """Keeps tasks flowing while something else happens: sends batches whenever fewer than
+    *backlog* tasks are waiting, until told to stop (then sends nothing more)."""
+
+    def __init__(self, fault_run: FaultRun, *, batch: int = 25, backlog: int = 150) -> None:
+        super().__init__(daemon=True)
+        self.run_ = fault_run
+        self.batch = batch
+        self.backlog = backlog
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if len(self.run_.keys) - self.run_.executed() < self.backlog:
+                    self.run_.send(self.batch)
+                else:
+                    time.sleep(0.05)
+        except BaseException as exc:  # reported by the test
+            self.error = exc

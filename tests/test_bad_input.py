@@ -214,7 +214,6 @@ CASES = [
     # ---- groups and host names
     _case("group-typo", lambda e: e.set_groups(_groups(celery_workers=None, celery_worker={"worker-1": {}})), "unknown group 'celery_worker'", "celery_workers"),
     _case("group-typo-rabbitmq", lambda e: e.set_groups(_groups(rabbitmq=None, rabbitmqq={"rabbitmq-1": {}})), "unknown group 'rabbitmqq'"),
-    _case("host-in-no-role-group", lambda e: e.set_groups(_groups(monitoring={"grafana-1": {}})), "'grafana-1'", "none of the groups"),
     _case("host-name-underscore", lambda e: e.set_groups(_groups(celery_workers={"worker_1": {}})), "'worker_1'", "not a valid DNS name"),
     _case("host-name-label-too-long", lambda e: e.set_groups(_groups(celery_workers={"w" * 64: {}})), "not a valid DNS name"),
     _case("host-name-trailing-hyphen", lambda e: e.set_groups(_groups(celery_workers={"worker-": {}})), "'worker-'"),

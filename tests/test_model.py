@@ -173,3 +173,12 @@ def test_example_inventory_asks_for_clustered_rabbitmq_certificates(example: mod
     assert specs["mq-1/server"].eku == ("serverAuth", "clientAuth")
     assert specs["redis-1/server"].eku == ("serverAuth",)
     assert "mq.internal.example.org" in specs["mq-2/server"].sans
+
+
+def test_hosts_outside_the_four_groups_are_not_part_of_the_deployment(write_inventory, basic_groups) -> None:
+    from celery_provision import model
+
+    basic_groups["monitoring"] = {"grafana-1": {"ansible_host": "127.0.0.9"}}
+    d = model.load(write_inventory(basic_groups))
+    assert "grafana-1" not in d.hosts
+    assert set(d.hosts) == {"rabbitmq-1", "redis-1", "worker-1", "client-1"}

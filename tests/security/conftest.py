@@ -140,9 +140,22 @@ class Live:
 
 
 @pytest.fixture(scope="session")
-def live(local_deployment: Any, tmp_path_factory: pytest.TempPathFactory) -> Live:
-    """The local all-in-one deployment (tests/livedeploy.py), brought up once per session."""
-    return Live(local_deployment, tmp_path_factory.mktemp("security"))
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Live:
+    """The local all-in-one deployment (tests/livedeploy.py), brought up once per session.
+
+    To probe a deployment that is already up instead, set SECURITY_SUITE_INVENTORY to its
+    inventory (and, where they differ from the role defaults, SECURITY_SUITE_RABBITMQ_NODE,
+    SECURITY_SUITE_RABBITMQCTL, SECURITY_SUITE_WORKER_LOG, SECURITY_SUITE_PROBE_PARENT)."""
+    existing = os.environ.get("SECURITY_SUITE_INVENTORY")
+    if existing:
+        from livedeploy import LocalDeployment
+
+        from celery_provision import model
+
+        handle = LocalDeployment(inventory=Path(existing), output="", deployment=model.load(existing))
+    else:
+        handle = request.getfixturevalue("local_deployment")
+    return Live(handle, tmp_path_factory.mktemp("security"))
 
 
 @pytest.fixture(scope="session")
@@ -168,16 +181,20 @@ def broker(request: pytest.FixtureRequest, live: Live) -> Endpoint:
 def amqp_login(live: Live, rabbitmq: Endpoint) -> Callable[..., Any]:
     """`amqp_login(user, password, vhost=...)`: an open py-amqp connection over mutual TLS
     (as the worker's certificate) or the exception the broker answered with."""
-    import amqp
+    import ssl
 
-    from celery_provision.verify import tls_client_context
+    import amqp
 
     opened: list[Any] = []
 
     def login(user: str, password: str, vhost: str | None = None) -> Any:
-        ctx = tls_client_context(live.layout.ca_pem, *live.tls_pair(live.worker))
+        cert, key = live.tls_pair(live.worker)
+        # py-amqp takes TLS settings as a dict (an SSLContext passed as `ssl` is silently
+        # replaced by default settings without the client certificate).
+        sslopts = {"ca_certs": str(live.layout.ca_pem), "certfile": str(cert), "keyfile": str(key),
+                   "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": rabbitmq.address}
         conn = amqp.Connection(f"{rabbitmq.address}:{rabbitmq.port}", userid=user, password=password,
-                               virtual_host=vhost or live.d.settings.vhost, ssl=ctx,
+                               virtual_host=vhost or live.d.settings.vhost, ssl=sslopts,
                                connect_timeout=secprobe.TIMEOUT)
         opened.append(conn)
         conn.connect()
@@ -218,8 +235,10 @@ def redis_as(live: Live, redis_ep: Endpoint) -> Callable[..., Any]:
 
 
 def rabbitmqctl(live: Live, *args: str) -> str:
-    node = role_default("rabbitmq", "rabbitmq_nodename", live.d.group("rabbitmq")[0].name)
-    proc = subprocess.run(["rabbitmqctl", "-n", node, "-q", *args], capture_output=True, text=True,
+    node = os.environ.get("SECURITY_SUITE_RABBITMQ_NODE") or \
+        role_default("rabbitmq", "rabbitmq_nodename", live.d.group("rabbitmq")[0].name)
+    ctl = os.environ.get("SECURITY_SUITE_RABBITMQCTL", "rabbitmqctl")
+    proc = subprocess.run([ctl, "-n", node, "-q", *args], capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 0, f"rabbitmqctl {' '.join(args)}: {proc.stderr or proc.stdout}"
     return proc.stdout
@@ -238,7 +257,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) ->
 def probe_dir(live: Live) -> Iterator[Path]:
     """A directory the worker (user `celery`) can write, for the canary `touch` task: under the
     worker's own state directory, which even the sandboxed systemd unit may write."""
-    state = Path(role_default("celery_worker", "celery_worker_state_dir", live.worker))
+    state = Path(os.environ.get("SECURITY_SUITE_PROBE_PARENT")
+                 or role_default("celery_worker", "celery_worker_state_dir", live.worker))
     user = role_default("celery_worker", "celery_worker_user", live.worker)
     path = state / f"security-probes-{uuid.uuid4().hex[:8]}"
     path.mkdir(mode=0o700)
@@ -249,6 +269,8 @@ def probe_dir(live: Live) -> Iterator[Path]:
 
 
 def worker_log(live: Live) -> Path:
+    if os.environ.get("SECURITY_SUITE_WORKER_LOG"):
+        return Path(os.environ["SECURITY_SUITE_WORKER_LOG"])
     log_dir = role_default("celery_worker", "celery_worker_log_dir", live.worker)
     return Path(log_dir) / f"{live.handle.worker_service}.log"
 

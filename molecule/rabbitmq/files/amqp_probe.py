@@ -1,0 +1,113 @@
+"""Probe the broker with real AMQP clients; print one verdict line, exit 0 when it is OK.
+
+    amqp_probe.py login USER VHOST [--cert client|foreign|none] [--password-file F|--password P]
+    amqp_probe.py declare QUEUE            as the Celery user, in the Celery vhost
+    amqp_probe.py roundtrip                kombu publish + consume on queue "celery"
+    amqp_probe.py put QUEUE BODY           persistent message (as the Celery user)
+    amqp_probe.py get QUEUE                consume one message and print its body
+"""
+
+import argparse
+import os
+import socket
+import ssl
+import sys
+
+import amqp
+import kombu
+
+HERE = "/opt/rabbitmq-verify"
+SERVER = os.environ["VERIFY_SERVER"]  # host name (in the certificate) of the broker
+PORT = int(os.environ.get("VERIFY_PORT", "5671"))
+USER = os.environ["VERIFY_USER"]
+VHOST = os.environ.get("VERIFY_VHOST", "celery")
+
+
+def password():
+    with open(f"{HERE}/password", encoding="ascii") as fh:
+        return fh.read().strip()
+
+
+def tls(cert="client"):
+    opts = {"ca_certs": f"{HERE}/tls/ca.pem", "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": SERVER}
+    if cert != "none":
+        opts.update(certfile=f"{HERE}/tls/{cert}.pem", keyfile=f"{HERE}/tls/{cert}.key")
+    return opts
+
+
+def connect(user, secret, vhost, cert="client"):
+    conn = amqp.Connection(f"{SERVER}:{PORT}", userid=user, password=secret, virtual_host=vhost,
+                           ssl=tls(cert), connect_timeout=10)
+    conn.connect()
+    return conn
+
+
+def verdict(ok, text):
+    print(("OK " if ok else "REFUSED ") + text)
+    return 0 if ok else 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    login = sub.add_parser("login")
+    login.add_argument("user")
+    login.add_argument("vhost")
+    login.add_argument("--cert", default="client", choices=["client", "foreign", "none", "old-client"])
+    login.add_argument("--password")
+    sub.add_parser("declare").add_argument("queue")
+    sub.add_parser("roundtrip")
+    put = sub.add_parser("put")
+    put.add_argument("queue")
+    put.add_argument("body")
+    sub.add_parser("get").add_argument("queue")
+    a = p.parse_args(argv)
+
+    if a.cmd == "login":
+        secret = a.password if a.password is not None else password()
+        try:
+            conn = connect(a.user, secret, a.vhost, a.cert)
+            conn.channel().close()
+            conn.close()
+        except (amqp.exceptions.AMQPError, ssl.SSLError, OSError) as exc:
+            return verdict(False, f"{type(exc).__name__}: {exc}")
+        return verdict(True, f"{a.user} logged in to vhost {a.vhost}")
+
+    if a.cmd == "declare":
+        conn = connect(USER, password(), VHOST)
+        try:
+            conn.channel().queue_declare(a.queue, durable=False, auto_delete=True)
+        except amqp.exceptions.AccessRefused as exc:
+            return verdict(False, f"AccessRefused: {exc}")
+        finally:
+            try:
+                conn.close()
+            except Exception:  # the channel error may have closed it already
+                pass
+        return verdict(True, f"declared {a.queue}")
+
+    url = f"amqp://{USER}:{password()}@{SERVER}:{PORT}/{VHOST}"
+    with kombu.Connection(url, ssl=tls(), connect_timeout=10) as conn:
+        queue = kombu.Queue(a.queue if a.cmd in ("put", "get") else "celery",
+                            kombu.Exchange(a.queue if a.cmd in ("put", "get") else "celery", "direct"),
+                            routing_key=a.queue if a.cmd in ("put", "get") else "celery", durable=True)
+        if a.cmd == "roundtrip":
+            body = {"probe": os.urandom(8).hex()}
+            with conn.Producer() as producer:
+                producer.publish(body, exchange=queue.exchange, routing_key="celery", declare=[queue])
+            got = conn.SimpleQueue(queue).get(timeout=10)
+            got.ack()
+            return verdict(got.payload == body, f"kombu round trip over TLS: {got.payload}")
+        if a.cmd == "put":
+            with conn.Producer() as producer:
+                producer.publish(a.body, exchange=queue.exchange, routing_key=a.queue, declare=[queue],
+                                 delivery_mode=2)
+            return verdict(True, f"published {a.body}")
+        got = conn.SimpleQueue(queue).get(timeout=10)
+        got.ack()
+        print(got.payload)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

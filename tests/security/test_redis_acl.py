@@ -100,3 +100,13 @@ def test_control_the_acl_dryrun_sees_what_celery_needs(live, admin) -> None:
     """The DRYRUN probes above can tell "allowed" from "denied"."""
     verdict = admin.execute_command("ACL", "DRYRUN", live.worker, "GET", "celery-task-meta-x")
     assert verdict in (b"OK", "OK"), verdict
+
+
+def test_control_celery_user_pushes_and_pops_its_queue_when_redis_is_the_broker(live, redis_as) -> None:
+    if live.d.settings.broker != "redis":
+        pytest.skip("Redis is only the result backend here: its Celery user has no queue commands")
+    r = redis_as(live.worker, live.password("redis", live.worker))
+    r.connection_pool.connection_kwargs["db"] = live.d.settings.broker_db
+    queue = live.d.settings.queues[0]
+    assert r.lpush(queue, "probe") >= 1
+    assert r.brpop([queue], timeout=1) is not None

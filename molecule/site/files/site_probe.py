@@ -3,6 +3,7 @@
 Each command prints ONE verdict word first (what happened), then details:
 
     site_probe.py connect HOST PORT            connected | refused | timeout | error
+    site_probe.py tls-cert HOST PORT KIND      accepted | refused   (TLS, the worker's certificate)
     site_probe.py tls-nocert HOST PORT KIND    refused | accepted   (TLS, no client certificate)
     site_probe.py guest HOST PORT              refused | accepted   (RabbitMQ guest/guest)
     site_probe.py redis-default HOST PORT      refused | accepted   (Redis default user)
@@ -45,34 +46,52 @@ def connect(host, port):
     return "connected", "TCP handshake completed"
 
 
-def tls_nocert(host, port, kind):
-    """A TLS client without a certificate. TLS 1.3 servers refuse after the client's
-    handshake ends, so the refusal may only show on the first read."""
+def tls_session(host, port, kind, client_cert):
+    """Handshake (server name = the address, checked against the certificate's IP SAN),
+    then speak the broker's protocol: TLS 1.3 servers refuse a client certificate only
+    after the client's handshake has ended, so acceptance shows on the first read.
+    A broker answer (AMQP connection.start frame, Redis -NOAUTH) means accepted."""
     try:
         sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
-        tls = tls_context(client_cert=False).wrap_socket(sock, server_hostname=host)
+        tls = tls_context(client_cert).wrap_socket(sock, server_hostname=host)
     except (ssl.SSLError, OSError) as exc:
         return "refused", f"handshake: {exc}"
     try:
+        version = tls.version()
         tls.sendall(PROBES[kind])
         data = tls.recv(64)
     except (ssl.SSLError, OSError) as exc:
         return "refused", f"after handshake: {exc}"
     finally:
         tls.close()
-    return ("refused", "closed by server") if not data else ("accepted", f"server answered {data[:16]!r}")
+    if not data:
+        return "refused", "closed by server"
+    return "accepted", f"{version}, server answered {data[:16]!r}"
+
+
+def tls_cert(host, port, kind):
+    return tls_session(host, port, kind, client_cert=True)
+
+
+def tls_nocert(host, port, kind):
+    return tls_session(host, port, kind, client_cert=False)
 
 
 def guest(host, port):
-    """RabbitMQ's guest/guest over TLS with the worker's valid client certificate."""
+    """RabbitMQ's guest/guest over a TLS session that the broker accepts (the worker's
+    client certificate): only an AMQP-level refusal of the login counts as refused."""
     import amqp
 
+    opts = {"ca_certs": f"{CONFIG_DIR}/ca.pem", "certfile": f"{CONFIG_DIR}/client.pem",
+            "keyfile": f"{CONFIG_DIR}/client.key", "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
     conn = amqp.Connection(f"{host}:{port}", userid="guest", password="guest", virtual_host="/",
-                           ssl=tls_context(), connect_timeout=TIMEOUT)
+                           ssl=opts, connect_timeout=TIMEOUT)
     try:
         conn.connect()
-    except Exception as exc:  # AccessRefused, or the server closing the connection
+    except amqp.exceptions.AMQPError as exc:  # ACCESS_REFUSED (403) from the broker
         return "refused", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # TLS or network failure: not a verdict on guest
+        return "error", f"{type(exc).__name__}: {exc}"
     finally:
         try:
             conn.collect()
@@ -87,7 +106,7 @@ def redis_default(host, port):
 
     kw = dict(host=host, port=int(port), ssl=True, ssl_ca_certs=f"{CONFIG_DIR}/ca.pem",
               ssl_certfile=f"{CONFIG_DIR}/client.pem", ssl_keyfile=f"{CONFIG_DIR}/client.key",
-              socket_timeout=TIMEOUT)
+              socket_timeout=TIMEOUT, protocol=2)
     details = []
     for label, extra in (("no AUTH", {}), ("AUTH default", {"username": "default", "password": "x"})):
         r = redis.Redis(**kw, **extra)
@@ -118,7 +137,7 @@ def canary():
 
 
 def main(argv):
-    commands = {"connect": connect, "tls-nocert": tls_nocert, "guest": guest,
+    commands = {"connect": connect, "tls-cert": tls_cert, "tls-nocert": tls_nocert, "guest": guest,
                 "redis-default": redis_default, "canary": canary}
     verdict, detail = commands[argv[0]](*argv[1:])
     print(verdict, detail)

@@ -29,7 +29,7 @@ app.conf.update(
 )
 
 
-@app.task
+@app.task(name="verify.add")
 def add(x, y):
     return x + y
 

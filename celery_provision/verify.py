@@ -128,21 +128,28 @@ def _endpoint_checks(d: Deployment, broker: Host, kind: str, client: Host) -> li
     out.append(Check(f"plaintext port {plain_port} refused", f"{kind} {broker.name} {broker.address}:{plain_port}",
                      refused, why))
     if kind == "rabbitmq":
-        out.append(_guest_refused(broker, port, good, target))
+        tls = {"ca_certs": str(layout.ca_pem), "certfile": str(layout.cert(client.name, "client")),
+               "keyfile": str(layout.key(client.name, "client")), "cert_reqs": ssl.CERT_REQUIRED,
+               "server_hostname": broker.address}
+        out.append(_guest_refused(broker, port, tls, target))
     else:
         out.append(_redis_default_refused(d, broker, port, layout, client, target))
     return out
 
 
-def _guest_refused(broker: Host, port: int, ctx: ssl.SSLContext, target: str) -> Check:
+def _guest_refused(broker: Host, port: int, tls: dict[str, Any], target: str) -> Check:
+    """Log in as guest over mutual TLS (py-amqp honours TLS options only as a dict): the
+    handshake succeeds, so only the login itself can be refused."""
     import amqp
 
     conn = amqp.Connection(f"{broker.address}:{port}", userid="guest", password="guest",
-                           ssl=ctx, connect_timeout=_TIMEOUT)
+                           ssl=tls, connect_timeout=_TIMEOUT)
     try:
         conn.connect()
-    except Exception as exc:  # AccessRefused, or the server closing on us
-        return Check("user guest refused", target, True, f"refused: {type(exc).__name__}")
+    except amqp.exceptions.AccessRefused as exc:
+        return Check("user guest refused", target, True, f"refused: {exc.reply_text or type(exc).__name__}")
+    except Exception as exc:  # anything else means the probe never reached the login
+        return Check("user guest refused", target, False, f"could not test the login: {type(exc).__name__}: {exc}")
     finally:
         try:
             conn.collect()

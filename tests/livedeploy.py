@@ -6,6 +6,7 @@ fixture: real RabbitMQ, real Redis and a real Celery worker, configured by the r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -71,6 +72,10 @@ def local_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
         pytest.skip("the local deployment needs root and init scripts (service)")
     from celery_provision import model
 
+    # One live deployment per machine at a time: a second pytest session waits here
+    # instead of rewriting the same services' certificates and passwords under the first.
+    lock = open("/tmp/celery-provision-live.lock", "w")  # noqa: SIM115 - held for the session
+    fcntl.flock(lock, fcntl.LOCK_EX)
     base = tmp_path_factory.mktemp("deploy") / "inventories"
     inventory = base / "local"
     shutil.copytree(REPO / "inventories" / "local", inventory)
@@ -83,3 +88,4 @@ def local_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
         yield LocalDeployment(inventory=inventory, output=proc.stdout + proc.stderr, deployment=d)
     finally:
         _stop_all(d)
+        lock.close()

@@ -25,7 +25,7 @@ from livedeploy import REPO, LocalDeployment
 TASKS = 1000
 #: Generous bounds (never expectations of speed): a run that does not finish in this time
 #: has lost tasks or a worker that did not come back.
-RUN_TIMEOUT = 600.0
+RUN_TIMEOUT = float(os.environ.get("FAULTS_RUN_TIMEOUT", "600"))
 SERVICE_TIMEOUT = 180.0
 
 

@@ -88,6 +88,12 @@ def floor_playbook(out: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def changed_tasks(out: dict[str, Any]) -> list[str]:
+    """Tasks that reported a change (an idempotent re-run has none)."""
+    return [f"{t['task']['name']} on {h}" for p in out["plays"] for t in p["tasks"]
+            for h, res in t["hosts"].items() if res.get("changed")]
+
+
 def slowest(out: dict[str, Any], top: int) -> list[tuple[float, str, str]]:
     from datetime import datetime
 
@@ -173,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  celery-provision verify      {med['verify']:7.2f} s")
     verdict = "OK" if ratio <= TARGET_RATIO else f"MISSED {TARGET_RATIO}x"
     print(f"re-run/floor = {ratio:.2f}x ({verdict})")
-    print(f"slowest tasks of the last re-run:")
+    for name in changed_tasks(rerun_out):
+        print(f"  changed in the last re-run (not idempotent): {name}")
+    print("slowest tasks of the last re-run:")
     for seconds, play, task in slowest(rerun_out, args.top):
         print(f"  {seconds:6.2f} s  {play} | {task}")
     return 0

@@ -115,6 +115,8 @@ def redis_default(host, port):
         except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
             details.append(f"{label}: {exc}")
             continue
+        except redis.exceptions.ConnectionError as exc:  # e.g. protected mode: not a verdict
+            return "error", f"{label}: {exc}"
         finally:
             r.close()
         return "accepted", f"{label}: PING answered"

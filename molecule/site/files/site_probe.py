@@ -83,7 +83,8 @@ def guest(host, port):
     import amqp
 
     opts = {"ca_certs": f"{CONFIG_DIR}/ca.pem", "certfile": f"{CONFIG_DIR}/client.pem",
-            "keyfile": f"{CONFIG_DIR}/client.key", "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
+            "keyfile": f"{CONFIG_DIR}/client.key", "cert_reqs": ssl.CERT_REQUIRED,
+            "server_hostname": host}
     conn = amqp.Connection(f"{host}:{port}", userid="guest", password="guest", virtual_host="/",
                            ssl=opts, connect_timeout=TIMEOUT)
     try:
@@ -108,7 +109,8 @@ def redis_default(host, port):
               ssl_certfile=f"{CONFIG_DIR}/client.pem", ssl_keyfile=f"{CONFIG_DIR}/client.key",
               socket_timeout=TIMEOUT, protocol=2)
     details = []
-    for label, extra in (("no AUTH", {}), ("AUTH default", {"username": "default", "password": "x"})):
+    attempts = (("no AUTH", {}), ("AUTH default", {"username": "default", "password": "x"}))
+    for label, extra in attempts:
         r = redis.Redis(**kw, **extra)
         try:
             r.ping()

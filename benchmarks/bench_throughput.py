@@ -59,16 +59,17 @@ _APP = '''\
 """The benchmark's Celery app: one no-op task; signing only when configured."""
 import os
 
-from celery import Celery, signals
+from celery import Celery
 
 app = Celery("bench")
 app.config_from_object(os.environ["CELERY_CONFIG_MODULE"])
 
 
-@signals.worker_init.connect
-def _signing(**_):
-    if app.conf.task_serializer == "auth":
-        app.setup_security()
+@app.on_after_configure.connect
+def _signing(sender, **_):
+    # before the worker checks accept_content (worker_init would be too late)
+    if sender.conf.task_serializer == "auth":
+        sender.setup_security()
 
 
 @app.task(name="bench.noop")
@@ -243,6 +244,10 @@ def measure(work: Path, variant: str, n: int, concurrency: int) -> float:
     try:
         _batch(app, 50, timeout=120)  # worker ready, connections and pools warm
         return n / _batch(app, n, timeout=600)
+    except Exception:
+        log = (work / f"worker-{variant}.log").read_text(errors="replace").splitlines()
+        print(f"bench_throughput: {variant} failed; worker log:\n" + "\n".join(log[-30:]), file=sys.stderr)
+        raise
     finally:
         app.close()
         _stop_worker(worker)

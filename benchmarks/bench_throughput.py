@@ -181,10 +181,20 @@ class PlainRedis:
         raise RuntimeError("redis did not start")
 
     def stop(self) -> None:
+        """SIGTERM, and wait: Redis saves on shutdown and refuses to exit if it cannot (so
+        its directory must outlive it); SIGKILL if it is still there after 30 s."""
         try:
-            os.kill(int(self.pidfile.read_text().strip()), signal.SIGTERM)
+            pid = int(self.pidfile.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError):
-            pass
+            return
+        for _ in range(300):
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- workers and clients

@@ -10,4 +10,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash molecule/_shared/prepare-host.sh
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/pytest "$@"
+# Four processes: the live deployment's tests in one, each Molecule scenario in its own,
+# the rest spread over them (see tests/conftest.py). Arguments replace these defaults.
+if (($#)); then
+  exec .venv/bin/pytest "$@"
+fi
+exec .venv/bin/pytest -n 4 --dist loadgroup --durations=20 -p no:cacheprovider

@@ -154,3 +154,26 @@ def console() -> Callable[..., Result]:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+# --------------------------------------------------------------------------- parallel runs
+
+_SERIAL_GROUPS = {
+    # Everything that uses the one live deployment on this machine runs in one process.
+    "tests/faults/": "live",
+    "tests/security/": "live",
+    "tests/test_deploy_local.py": "live",
+    # Network namespaces: one process, they are cheap but chatty.
+    "tests/test_firewall.py": "netns",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (scripts/test.sh), keep the live tests together in
+    one worker and give each Molecule scenario its own, so they overlap with each other."""
+    for item in items:
+        group = next((g for prefix, g in _SERIAL_GROUPS.items() if item.nodeid.startswith(prefix)), None)
+        if item.nodeid.startswith("tests/test_molecule.py"):
+            group = f"molecule-{item.callspec.params['scenario']}"
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -11,7 +11,7 @@ Measured side by side, in one run, on the same cores:
               extrapolated per certificate;
 * no-op    -- a second `pki.issue` over the same N certificates (nothing to do);
 * parsing  -- `model.load` of a generated inventory with N workers;
-* signing  -- the RSA signing key per worker (rsa3072 by default), on a sample.
+* signing  -- the RSA signing key per worker (rsa2048 by default), on a sample.
 
 Usage: benchmarks/bench_pki.py [--n 1000] [--openssl-sample 20] [--rsa-sample 10]
 """
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="number of workers (default 1000)")
     parser.add_argument("--openssl-sample", type=int, default=20, help="certificates made with openssl")
     parser.add_argument("--rsa-sample", type=int, default=10, help="RSA signing keys generated")
-    parser.add_argument("--signing-key-type", default="rsa3072", choices=("rsa2048", "rsa3072", "rsa4096"))
+    parser.add_argument("--signing-key-type", default="rsa2048", choices=("rsa2048", "rsa3072", "rsa4096"))
     parser.add_argument("--dir", help="work directory (default: a temporary one, removed after)")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1

@@ -168,7 +168,7 @@ class Settings:
     signed_results: bool = False
     delivery: str = "at_least_once"
     key_type: str = "ec-p256"
-    signing_key_type: str = "rsa3072"
+    signing_key_type: str = "rsa2048"
     intermediate_ca: bool = False
     ca_days: int = 3650
     leaf_days: int = 365
@@ -405,7 +405,7 @@ def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
         signed_results=v.get("celery_provision_signed_results", False, bool),
         delivery=v.choice("celery_provision_delivery", "at_least_once", ("at_least_once", "at_most_once")),
         key_type=v.choice("celery_provision_key_type", "ec-p256", KEY_TYPES),
-        signing_key_type=v.choice("celery_provision_signing_key_type", "rsa3072", SIGNING_KEY_TYPES),
+        signing_key_type=v.choice("celery_provision_signing_key_type", "rsa2048", SIGNING_KEY_TYPES),
         intermediate_ca=v.get("celery_provision_intermediate_ca", False, bool),
         ca_days=v.positive("celery_provision_ca_days", 3650),
         leaf_days=v.positive("celery_provision_leaf_days", 365),

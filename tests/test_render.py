@@ -195,3 +195,32 @@ def test_every_rendered_config_audits_clean(write_inventory: Any, tmp_path: Path
     path = render.write_all(d, tmp_path / "out", hosts=["worker-1"], controller_paths=True)[0][0]
     findings = audit.audit_config(audit.load_config(str(path)))
     assert audit.exit_status(findings, audit.Severity.HIGH) == 0, audit.format_table(findings)
+
+
+def _signed_results_backend(write_inventory: Any, tmp_path: Path) -> Any:
+    d = _ready(write_inventory(all_vars={"celery_provision_signed_results": True}))
+    app = _app(d, "worker-1", tmp_path)
+    app.setup_security()
+    return app.backend  # Celery's Redis backend: encode/decode are what it stores and reads
+
+
+def test_a_signed_result_round_trips_through_the_backend_codec(write_inventory: Any, tmp_path: Path) -> None:
+    backend = _signed_results_backend(write_inventory, tmp_path)
+    meta = {"status": "SUCCESS", "result": 42, "task_id": "t-1"}
+    assert backend.decode(backend.encode(meta)) == meta
+
+
+def test_a_signed_result_altered_in_the_backend_is_refused(write_inventory: Any, tmp_path: Path) -> None:
+    import base64
+
+    from kombu.exceptions import DecodeError
+
+    backend = _signed_results_backend(write_inventory, tmp_path)
+    stored = backend.encode({"status": "SUCCESS", "result": 42, "task_id": "t-1"})
+    raw = base64.b64decode(stored)
+    assert b'"result": 42' in raw
+    altered = base64.b64encode(raw.replace(b'"result": 42', b'"result": 43')).decode()
+    # Celery reports a bad signature as a DecodeError wrapping a TypeError (its
+    # reraise_errors catches a module, not a class): assert the refusal, not the type.
+    with pytest.raises(DecodeError):
+        backend.decode(altered)

@@ -168,6 +168,7 @@ _SERIAL_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `pytest -n N --dist loadgroup` (scripts/test.sh), keep the live tests together in
     one worker and give each Molecule scenario its own, so they overlap with each other."""

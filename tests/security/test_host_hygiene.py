@@ -16,6 +16,8 @@ import pytest
 import secprobe
 
 DEPLOYED_TREES = ("/etc/rabbitmq", "/etc/redis", "/etc/celery-provision", "/opt/celery-provision")
+# Third-party code the roles install (its test vectors and docs hold PEM markers), not deployed secrets.
+NOT_DEPLOYED_SECRETS = ("/opt/celery-provision/venv/",)
 LOG_TREES = ("/var/log/rabbitmq", "/var/log/redis", "/var/log/celery-provision")
 SECRET_NAMES = re.compile(r"(\.key|\.password|\.acl|\.erlang\.cookie)$")
 # Owner and group a secret-bearing file may have, per tree: the service reads it through its group.
@@ -33,7 +35,8 @@ def files_under(*trees: str) -> list[Path]:
     for tree in trees:
         root = Path(tree)
         if root.exists():
-            out.extend(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+            out.extend(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                       and not str(p).startswith(NOT_DEPLOYED_SECRETS))
     return out
 
 

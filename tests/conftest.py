@@ -178,3 +178,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             group = f"molecule-{item.callspec.params['scenario']}"
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+# --------------------------------------------------------------------------- hostile-client summary
+# Here, not in tests/security/conftest.py: under xdist only this conftest is loaded by the
+# process that prints the summary.
+
+_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "probe: an attack on the live deployment; it passes when refused")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "probe" not in report.keywords:
+        return
+    if report.when == "call":
+        _OUTCOMES[report.nodeid] = "refused" if report.passed else ("got in" if report.failed else "not run")
+    elif report.when == "setup" and not report.passed:
+        _OUTCOMES[report.nodeid] = "not run"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _OUTCOMES:
+        return
+    values = list(_OUTCOMES.values())
+    line = (f"{len(values)} probes, {values.count('refused')} refused, {values.count('got in')} got in")
+    if values.count("not run"):
+        line += f", {values.count('not run')} not run (setup failed or skipped)"
+    terminalreporter.write_sep("=", "hostile clients")
+    terminalreporter.write_line(line)
+    for nodeid, outcome in _OUTCOMES.items():
+        if outcome == "got in":
+            terminalreporter.write_line(f"GOT IN: {nodeid}")

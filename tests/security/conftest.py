@@ -32,42 +32,10 @@ PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
 WAIT = 90.0  # the longest a probe waits for the worker before giving up (a deadline, not a measurement)
 
 
-# --------------------------------------------------------------------------- marker and summary
-
-_OUTCOMES: dict[str, str] = {}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "probe: an attack on the live deployment; it passes when refused")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Host hygiene last: the logs it reads then hold every probe's traffic."""
     last = [i for i in items if i.nodeid.startswith("tests/security/test_host_hygiene.py")]
     items[:] = [i for i in items if i not in last] + last
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "probe" not in report.keywords:
-        return
-    if report.when == "call":
-        _OUTCOMES[report.nodeid] = "refused" if report.passed else ("got in" if report.failed else "not run")
-    elif report.when == "setup" and not report.passed:
-        _OUTCOMES[report.nodeid] = "not run"
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _OUTCOMES:
-        return
-    values = list(_OUTCOMES.values())
-    line = (f"{len(values)} probes, {values.count('refused')} refused, {values.count('got in')} got in")
-    if values.count("not run"):
-        line += f", {values.count('not run')} not run (setup failed or skipped)"
-    terminalreporter.write_sep("=", "hostile clients")
-    terminalreporter.write_line(line)
-    for nodeid, outcome in _OUTCOMES.items():
-        if outcome == "got in":
-            terminalreporter.write_line(f"GOT IN: {nodeid}")
 
 
 # --------------------------------------------------------------------------- the deployment

@@ -3,6 +3,7 @@ is refused, and a signed canary task makes the round trip through the running wo
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import socket
@@ -151,10 +152,8 @@ def _guest_refused(broker: Host, port: int, tls: dict[str, Any], target: str) ->
     except Exception as exc:  # anything else means the probe never reached the login
         return Check("user guest refused", target, False, f"could not test the login: {type(exc).__name__}: {exc}")
     finally:
-        try:
+        with contextlib.suppress(Exception):
             conn.collect()
-        except Exception:
-            pass
     return Check("user guest refused", target, False, "guest logged in")
 
 
@@ -202,6 +201,7 @@ def _canary(d: Deployment, client: Host, timeout: float) -> Check:
     from . import canary
 
     target = f"{d.settings.broker} -> workers -> {d.settings.result_backend}"
+    app = None
     with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp:
         try:
             app = client_app(d, client, Path(tmp))
@@ -212,10 +212,9 @@ def _canary(d: Deployment, client: Host, timeout: float) -> Check:
         except Exception as exc:  # any failure of the round trip is the finding
             return Check("signed canary task answered", target, False, f"{type(exc).__name__}: {exc}")
         finally:
-            try:
-                app.close()
-            except Exception:
-                pass
+            if app is not None:  # a failure to configure the app is the finding, not a NameError
+                with contextlib.suppress(Exception):
+                    app.close()
     ok = isinstance(answer, dict) and answer.get("nonce") == nonce
     return Check("signed canary task answered", target, ok,
                  f"answered by {answer.get('host')} in {elapsed:.2f}s" if ok else f"bad answer {answer!r}")

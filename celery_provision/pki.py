@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ProvisionError
 from .files import locked, private_dir, read_bytes, write_atomic
+from .layout import Layout
 from .model import Deployment, Host, is_ip
 
 __all__ = [
@@ -102,67 +103,6 @@ def _same_key(cert: x509.Certificate, key: Key) -> bool:
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
     return cert.public_key().public_bytes(enc, pub) == key.public_key().public_bytes(enc, pub)
-
-
-# --------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Every path of one PKI directory, from one place."""
-
-    root: Path
-
-    @property
-    def ca_dir(self) -> Path:
-        return self.root / "ca"
-
-    @property
-    def root_cert(self) -> Path:
-        return self.ca_dir / "root.pem"
-
-    @property
-    def root_key(self) -> Path:
-        return self.ca_dir / "root.key"
-
-    @property
-    def intermediate_cert(self) -> Path:
-        return self.ca_dir / "intermediate.pem"
-
-    @property
-    def intermediate_key(self) -> Path:
-        return self.ca_dir / "intermediate.key"
-
-    @property
-    def ca_pem(self) -> Path:
-        """The trust anchor every server and client verifies against."""
-        return self.root / "ca.pem"
-
-    @property
-    def crl_pem(self) -> Path:
-        return self.root / "crl.pem"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def hosts_dir(self) -> Path:
-        return self.root / "hosts"
-
-    @property
-    def signers_dir(self) -> Path:
-        """Celery's cert store: every trusted message signer."""
-        return self.root / "signers"
-
-    def cert(self, host: str, kind: str) -> Path:
-        return self.hosts_dir / host / f"{kind}.pem"
-
-    def key(self, host: str, kind: str) -> Path:
-        return self.hosts_dir / host / f"{kind}.key"
-
-    def signer(self, host: str) -> Path:
-        return self.signers_dir / f"{host}.pem"
 
 
 # --------------------------------------------------------------------------- what should exist

@@ -144,10 +144,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from . import model, render
+    from . import render
 
     d = _deployment(args)
-    out = Path(args.out) if args.out else model.state_dir(d.inventory) / "configs"
+    out = Path(args.out) if args.out else None
     results = render.write_all(d, out, hosts=args.host, controller_paths=args.controller_paths)
     for path, changed in results:
         print(f"{'rendered' if changed else 'unchanged':>9}  {path}")

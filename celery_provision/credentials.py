@@ -3,51 +3,32 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ProvisionError
 from .files import locked, private_dir, read_bytes, write_atomic
-from .model import Deployment
+from .model import Credential, Deployment
 
-__all__ = ["Credential", "wanted", "ensure", "password", "path_for"]
-
-
-@dataclass(frozen=True)
-class Credential:
-    """One password user of one service (`rabbitmq` or `redis`)."""
-
-    service: str
-    user: str
+__all__ = ["wanted", "ensure", "password", "path_for"]
 
 
 def wanted(d: Deployment) -> list[Credential]:
-    """Every password the deployment needs: operators' admin users and, unless x509 login
-    replaces them, one user per worker and client on each broker they use."""
-    out: list[Credential] = []
-    rabbit, redis = d.group("rabbitmq"), d.group("redis")
-    if rabbit:
-        out.append(Credential("rabbitmq", str(rabbit[0].var("rabbitmq_admin_user"))))
-    if redis:
-        out.append(Credential("redis", str(redis[0].var("redis_admin_user"))))
-    for app in d.apps:
-        if d.settings.broker == "rabbitmq" and d.settings.auth == "password":
-            out.append(Credential("rabbitmq", app.name))
-        if d.settings.broker == "redis" or d.settings.result_backend == "redis":
-            out.append(Credential("redis", app.name))
-    return out
+    """Every password the deployment needs: the operators' admin users, then the workers' and
+    clients' (one per service each uses, where no x509 login replaces it)."""
+    admins = [c for c in (d.admin("rabbitmq"), d.admin("redis")) if c]
+    return admins + [c for app in d.apps for c in d.secrets(app)]
 
 
 def path_for(d: Deployment, cred: Credential) -> Path:
     """The file holding one password on the controller."""
-    return d.credentials_dir / cred.service / cred.user
+    return d.layout.password(cred.service, cred.user)
 
 
 def ensure(d: Deployment) -> list[Credential]:
     """Create the missing password files; return the ones created (an existing one is never changed)."""
     created = []
-    private_dir(d.credentials_dir)
-    with locked(d.credentials_dir):
+    private_dir(d.layout.credentials)
+    with locked(d.layout.credentials):
         for cred in wanted(d):
             path = path_for(d, cred)
             if path.exists():

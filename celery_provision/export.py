@@ -7,7 +7,6 @@ from typing import Any
 
 from . import acl, canary, credentials, render
 from .model import Deployment, Host, is_ip
-from .pki import Layout
 
 __all__ = ["host_vars", "export"]
 
@@ -30,17 +29,18 @@ def _sources(d: Deployment, host: Host, clients: list[Host]) -> list[str]:
 
 
 def _tls(d: Deployment, host: Host) -> dict[str, str]:
-    layout = Layout(d.pki_dir)
+    layout = d.layout
     tls = {"ca": str(layout.ca_pem), "crl": str(layout.crl_pem)}
     if host.is_broker:
         tls |= {"server_cert": str(layout.cert(host.name, "server")), "server_key": str(layout.key(host.name, "server"))}
     if host.is_app:
+        files = d.app_files(host, controller=True)
         tls |= {
-            "client_cert": str(layout.cert(host.name, "client")),
-            "client_key": str(layout.key(host.name, "client")),
-            "signing_cert": str(layout.cert(host.name, "signing")),
-            "signing_key": str(layout.key(host.name, "signing")),
-            "cert_store": str(layout.signers_dir),
+            "client_cert": str(files.client_cert),
+            "client_key": str(files.client_key),
+            "signing_cert": str(files.signing_cert),
+            "signing_key": str(files.signing_key),
+            "cert_store": str(files.signer_store),
         }
     return tls
 
@@ -52,8 +52,8 @@ def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
     admin = str(host.var("rabbitmq_admin_user"))
     users = [
         {
-            "name": app.name,
-            "password": credentials.password(d, "rabbitmq", app.name) if s.auth == "password" else None,
+            "name": d.user(app, "rabbitmq"),
+            "password": _password(d, app, "rabbitmq"),
             "tags": [],
             "permissions": [
                 {"vhost": s.vhost, "configure_priv": perms["configure"], "write_priv": perms["write"],
@@ -68,24 +68,30 @@ def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
         "admin_user": admin,
         "admin_password": credentials.password(d, "rabbitmq", admin),
         "auth_x509": s.auth == "x509",
-        "verify_depth": 2 if s.intermediate_ca else 1,
+        "verify_depth": s.verify_depth,
         "allowed_sources": _sources(d, host, apps),
     }
+
+
+def _password(d: Deployment, app: Host, service: str) -> str | None:
+    """The password of *app* on *service*, or None where x509 login replaces it."""
+    cred = next((c for c in d.secrets(app) if c.service == service), None)
+    return credentials.password(d, cred.service, cred.user) if cred else None
 
 
 def _redis(d: Deployment, host: Host) -> dict[str, Any]:
     s = d.settings
     broker, backend = s.broker == "redis", s.result_backend == "redis"
-    apps = d.apps if (broker or backend) else []
+    apps = [a for a in d.apps if "redis" in d.services(a)]
     rules = acl.redis_acl_rules(s.queues, broker=broker, backend=backend, broker_db=s.broker_db)
     admin = str(host.var("redis_admin_user"))
     return {
-        "users": [{"name": a.name, "password": credentials.password(d, "redis", a.name), "rules": rules} for a in apps],
+        "users": [{"name": d.user(a, "redis"), "password": _password(d, a, "redis"), "rules": rules} for a in apps],
         "admin_user": admin,
         "admin_password": credentials.password(d, "redis", admin),
         "broker": broker,
         "backend": backend,
-        "verify_depth": 2 if s.intermediate_ca else 1,
+        "verify_depth": s.verify_depth,
         "allowed_sources": _sources(d, host, apps),
     }
 
@@ -104,11 +110,13 @@ def host_vars(d: Deployment, host: Host) -> dict[str, Any]:
 
 def _celery(d: Deployment, host: Host) -> dict[str, Any]:
     """A worker's or client's files: each with its controller source and name on the host."""
-    signers = sorted(Layout(d.pki_dir).signers_dir.glob("*.pem"))
+    signers = sorted(d.layout.signers_dir.glob("*.pem"))
+    there = d.host_layout(host)
     return {
         "worker": host.is_worker,
-        "config_dir": str(host.var("celery_worker_config_dir")),
-        "config_name": f"{render.CONFIG_NAME}.py",
+        "config_dir": str(there.config_dir),
+        "config_name": there.config.name,
+        "signer_dir": str(there.signer_store),
         "config": render.render(d, host),
         "files": [{"name": f.name, "src": f.src, "secret": f.secret} for f in render.host_files(d, host)],
         "signers": [str(p) for p in signers],

@@ -1,18 +1,66 @@
-"""Where the deployment's files live: one object per PKI directory, built from the model."""
+"""Where the deployment's files live, on the controller and on each host: named once, here.
+
+The model builds one `Layout` per deployment (`Deployment.layout`) and one `HostLayout` per
+worker or client host (`Deployment.host_layout`); nothing else composes these paths.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Layout"]
+__all__ = ["KINDS", "AppFiles", "Layout", "HostLayout", "state_dir"]
+
+#: The leaf certificates a host can hold: brokers a server one, workers and clients the others.
+KINDS = ("server", "client", "signing")
+
+
+def state_dir(inventory: Path) -> Path:
+    """Where an inventory's PKI, credentials and rendered configs live: a dot directory beside it."""
+    inventory = inventory.resolve()
+    name = inventory.name if inventory.is_dir() else inventory.stem
+    return inventory.parent / ".celery-provision" / name
+
+
+@dataclass(frozen=True)
+class AppFiles:
+    """The files of one worker or client, as seen from one place (controller or host)."""
+
+    ca: Path
+    client_cert: Path
+    client_key: Path
+    signing_cert: Path
+    signing_key: Path
+    signer_store: Path
+    #: The directory a rendered configuration reads its password files from.
+    secrets_dir: Path
+    #: Password file of each service, relative to `secrets_dir`.
+    secrets: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def signer_glob(self) -> str:
+        """Celery's `security_cert_store`: every trusted signer certificate."""
+        return str(self.signer_store / "*.pem")
+
+    def secret(self, service: str) -> str:
+        """The password file of *service*, relative to `secrets_dir`."""
+        return dict(self.secrets)[service]
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Every path of one PKI directory, from one place."""
+    """Every path the controller keeps for one deployment: PKI, credentials, rendered configs."""
 
     root: Path
+    credentials: Path
+    configs: Path
+
+    @classmethod
+    def beside(cls, inventory: Path, *, pki: Path | None = None, credentials: Path | None = None) -> Layout:
+        """The layout of an inventory's state directory, with the PKI or credentials moved
+        where the inventory (or the command line) says."""
+        state = state_dir(inventory)
+        return cls(pki or state / "pki", credentials or state / "credentials", state / "configs")
 
     @property
     def ca_dir(self) -> Path:
@@ -64,3 +112,52 @@ class Layout:
 
     def signer(self, host: str) -> Path:
         return self.signers_dir / f"{host}.pem"
+
+    def password(self, service: str, user: str) -> Path:
+        """The file holding one password of one service."""
+        return self.credentials / service / user
+
+    def config(self, host: str, name: str) -> Path:
+        """Where `render` writes a host's configuration module (file *name*) by default."""
+        return self.configs / host / name
+
+    def app_files(self, host: str, users: dict[str, str]) -> AppFiles:
+        """A worker's or client's files in place on the controller (*users*: service -> user
+        of each password the host needs)."""
+        return AppFiles(
+            ca=self.ca_pem,
+            client_cert=self.cert(host, "client"),
+            client_key=self.key(host, "client"),
+            signing_cert=self.cert(host, "signing"),
+            signing_key=self.key(host, "signing"),
+            signer_store=self.signers_dir,
+            secrets_dir=self.credentials,
+            secrets=tuple((s, str(self.password(s, u).relative_to(self.credentials))) for s, u in users.items()),
+        )
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """The paths on one worker or client host: its configuration directory and what is in it."""
+
+    config_dir: Path
+    config_name: str
+    signer_store: Path
+
+    @property
+    def config(self) -> Path:
+        """The configuration module (`celeryconfig.py`): its stem is the module name."""
+        return self.config_dir / self.config_name
+
+    def app_files(self, services: list[str] | tuple[str, ...]) -> AppFiles:
+        """The host's files, with one password file per service in *services*."""
+        return AppFiles(
+            ca=self.config_dir / "ca.pem",
+            client_cert=self.config_dir / "client.pem",
+            client_key=self.config_dir / "client.key",
+            signing_cert=self.config_dir / "signing.pem",
+            signing_key=self.config_dir / "signing.key",
+            signer_store=self.signer_store,
+            secrets_dir=self.config_dir,
+            secrets=tuple((s, f"{s}.password") for s in services),
+        )

@@ -17,12 +17,15 @@ import jinja2
 import yaml
 
 from .errors import ProvisionError
+from .layout import AppFiles, HostLayout, Layout
 
 __all__ = [
     "ROLE_GROUPS",
     "KEY_TYPES",
     "Host",
     "Settings",
+    "Credential",
+    "Endpoint",
     "Deployment",
     "load",
     "roles_dir",
@@ -40,7 +43,7 @@ SIGNING_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096")
 _ROLE_VARS = {
     "rabbitmq": ("rabbitmq_tls_port", "rabbitmq_admin_user"),
     "redis": ("redis_tls_port", "redis_admin_user"),
-    "celery_worker": ("celery_worker_config_dir",),
+    "celery_worker": ("celery_worker_config_dir", "celery_worker_config_name", "celery_worker_signer_dir"),
 }
 
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z", re.IGNORECASE)
@@ -178,6 +181,32 @@ class Settings:
     admin_networks: tuple[str, ...] = ()
     visibility_timeout: int = 3600
 
+    @property
+    def verify_depth(self) -> int:
+        """How many CA certificates a broker accepts above a client's leaf."""
+        return 2 if self.intermediate_ca else 1
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One password user of one service (`rabbitmq` or `redis`)."""
+
+    service: str
+    user: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One broker as its clients reach it."""
+
+    host: Host
+    service: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return self.host.address
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -188,6 +217,17 @@ class Deployment:
     settings: Settings
     pki_dir: Path
     credentials_dir: Path
+
+    @cached_property
+    def layout(self) -> Layout:
+        """Every path the controller keeps for this deployment."""
+        return Layout.beside(self.inventory, pki=self.pki_dir, credentials=self.credentials_dir)
+
+    def host_layout(self, host: Host) -> HostLayout:
+        """The paths on one worker or client host."""
+        return HostLayout(Path(str(host.var("celery_worker_config_dir"))),
+                          str(host.var("celery_worker_config_name")),
+                          Path(str(host.var("celery_worker_signer_dir"))))
 
     def group(self, name: str) -> list[Host]:
         """Hosts of one role group, in inventory order."""
@@ -212,6 +252,14 @@ class Deployment:
         """The Redis hosts of the result backend (empty for the RPC backend)."""
         return self.group("redis") if self.settings.result_backend == "redis" else []
 
+    def endpoints(self, service: str) -> list[Endpoint]:
+        """Every broker host of *service* (`rabbitmq` or `redis`) with its TLS port."""
+        return [Endpoint(h, service, int(h.var(f"{service}_tls_port"))) for h in self.group(service)]
+
+    def server_name(self, service: str) -> str:
+        """The name clients of *service* check in its server certificates."""
+        return self.service_name(service) or self.group(service)[0].address
+
     def service_name(self, group: str) -> str | None:
         """The shared name in every certificate of a broker group with several hosts.
 
@@ -219,6 +267,37 @@ class Deployment:
         their group's name as an extra SAN and clients check that; None for a single broker.
         """
         return group if len(self.group(group)) > 1 else None
+
+    def services(self, host: Host) -> list[str]:
+        """The services a worker or client talks to, broker first."""
+        s = self.settings
+        out = [s.broker]
+        if s.result_backend == "redis" and "redis" not in out:
+            out.append("redis")
+        return out if host.is_app else []
+
+    def user(self, host: Host, service: str) -> str:
+        """The user a worker or client is on *service*: its inventory name (the CN of its
+        client certificate, so x509 login maps to it)."""
+        return host.name
+
+    def secrets(self, host: Host) -> list[Credential]:
+        """The passwords a worker or client needs: one per service it uses, except where x509
+        login replaces the password (RabbitMQ with `celery_provision_auth: x509`)."""
+        x509 = self.settings.auth == "x509"
+        return [Credential(svc, self.user(host, svc)) for svc in self.services(host)
+                if not (svc == "rabbitmq" and x509)]
+
+    def admin(self, service: str) -> Credential | None:
+        """The operators' admin user of *service*, if the deployment runs it."""
+        hosts = self.group(service)
+        return Credential(service, str(hosts[0].var(f"{service}_admin_user"))) if hosts else None
+
+    def app_files(self, host: Host, *, controller: bool = False) -> AppFiles:
+        """A worker's or client's files: on its host, or (*controller*) in place on the controller."""
+        if controller:
+            return self.layout.app_files(host.name, {c.service: c.user for c in self.secrets(host)})
+        return self.host_layout(host).app_files([c.service for c in self.secrets(host)])
 
     def host(self, name: str) -> Host:
         try:
@@ -228,13 +307,6 @@ class Deployment:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def state_dir(inventory: Path) -> Path:
-    """Where an inventory's PKI and credentials live: a dot directory beside it."""
-    inventory = inventory.resolve()
-    name = inventory.name if inventory.is_dir() else inventory.stem
-    return inventory.parent / ".celery-provision" / name
 
 
 def _load_inventory(path: Path) -> tuple[Any, Any]:
@@ -423,12 +495,16 @@ def _render_role_vars(defaults: Mapping[str, Any], v: _Vars) -> dict[str, Any]:
     context = {**defaults, **v.values}
     out: dict[str, Any] = {}
     for name, default in defaults.items():
-        value = v.values.get(name, default)
-        if isinstance(value, str) and "{{" in value:
+        value = original = v.values.get(name, default)
+        for _ in range(5):  # a default may refer to another templated default
+            if not (isinstance(value, str) and "{{" in value):
+                break
             try:
                 value = env.from_string(value).render(context)
             except jinja2.TemplateError as exc:
-                raise v.fail(name, f"cannot template {value!r}: {exc}") from None
+                raise v.fail(name, f"cannot template {original!r}: {exc}") from None
+        else:
+            raise v.fail(name, f"cannot template {original!r}: it refers to itself")
         out[name] = value
     for port in ("rabbitmq_tls_port", "redis_tls_port"):
         try:
@@ -504,14 +580,14 @@ def load(
         raise ProvisionError(
             f"no hosts in any of the groups {', '.join(ROLE_GROUPS)}", where=str(path)
         )
+    default = Layout.beside(path)
     deployment = Deployment(
         inventory=path.resolve(),
         hosts=hosts,
         settings=settings,
-        pki_dir=_state_path(pki_dir, hosts, "celery_provision_pki_dir", variables, inv, state_dir(path) / "pki"),
+        pki_dir=_state_path(pki_dir, hosts, "celery_provision_pki_dir", variables, inv, default.root),
         credentials_dir=_state_path(
-            credentials_dir, hosts, "celery_provision_credentials_dir", variables, inv,
-            state_dir(path) / "credentials",
+            credentials_dir, hosts, "celery_provision_credentials_dir", variables, inv, default.credentials,
         ),
     )
     _check(deployment)

@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ProvisionError
 from .files import locked, private_dir, read_bytes, write_atomic
-from .layout import Layout
+from .layout import KINDS, Layout
 from .model import Deployment, Host, is_ip
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-KINDS = ("server", "client", "signing")
 _SKEW = dt.timedelta(minutes=5)
 _EKU = {
     "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
@@ -651,7 +650,7 @@ def _ensure_crl(d: Deployment, layout: Layout, ca: _CA, state: dict[str, Any], r
 
 
 def _run(d: Deployment, fn: Callable[[Layout, dict[str, Any]], None]) -> None:
-    layout = Layout(d.pki_dir)
+    layout = d.layout
     private_dir(layout.root)
     with locked(layout.root):
         state = _load_state(layout)
@@ -805,7 +804,7 @@ def _cert_row(name: str, kind: str, path: Path, revoked: set[str], now: dt.datet
 
 def inventory_rows(d: Deployment) -> list[dict[str, Any]]:
     """One row per certificate on disk: name, kind, key type, SANs, expiry, days left, status."""
-    layout = Layout(d.pki_dir)
+    layout = d.layout
     state = _load_state(layout)
     revoked = _revoked_serials(state)
     now = _now()
@@ -826,7 +825,7 @@ def inventory_rows(d: Deployment) -> list[dict[str, Any]]:
 
 def check(d: Deployment) -> list[str]:
     """Every problem with the PKI on disk (chains, key pairs, expiry, permissions); [] if none."""
-    layout = Layout(d.pki_dir)
+    layout = d.layout
     problems: list[str] = []
     if not layout.root_cert.exists():
         return [f"{layout.root_cert}: no CA (run `celery-provision certs issue`)"]

@@ -15,16 +15,11 @@ from urllib.parse import quote
 
 import jinja2
 
-from . import credentials
 from .errors import ProvisionError
 from .files import private_dir, write_atomic
 from .model import Deployment, Host, is_ip
-from .pki import Layout
 
-__all__ = ["CONFIG_NAME", "HostFile", "host_files", "render", "write_all"]
-
-#: The module name of a rendered configuration (`celeryconfig.py`).
-CONFIG_NAME = "celeryconfig"
+__all__ = ["HostFile", "host_files", "render", "write_all"]
 
 
 @dataclass(frozen=True)
@@ -43,28 +38,16 @@ def _netloc(address: str, port: int) -> str:
 
 
 def host_files(d: Deployment, host: Host) -> list[HostFile]:
-    """Every file the configuration of *host* refers to, with its controller source."""
-    layout = Layout(d.pki_dir)
-    files = [
-        HostFile("ca.pem", str(layout.ca_pem), False),
-        HostFile("client.pem", str(layout.cert(host.name, "client")), False),
-        HostFile("client.key", str(layout.key(host.name, "client")), True),
-        HostFile("signing.pem", str(layout.cert(host.name, "signing")), False),
-        HostFile("signing.key", str(layout.key(host.name, "signing")), True),
-    ]
-    for cred in _secrets(d, host):
-        files.append(HostFile(f"{cred.service}.password", str(credentials.path_for(d, cred)), True))
+    """Every file the configuration of *host* refers to, with its controller source: the
+    host's files and the controller's, paired by what they are."""
+    there, here = d.app_files(host), d.app_files(host, controller=True)
+    pairs = [(there.ca, here.ca, False), (there.client_cert, here.client_cert, False),
+             (there.client_key, here.client_key, True), (there.signing_cert, here.signing_cert, False),
+             (there.signing_key, here.signing_key, True)]
+    files = [HostFile(dst.name, str(src), secret) for dst, src, secret in pairs]
+    for service, _ in there.secrets:
+        files.append(HostFile(there.secret(service), str(here.secrets_dir / here.secret(service)), True))
     return files
-
-
-def _secrets(d: Deployment, host: Host) -> list[credentials.Credential]:
-    s = d.settings
-    out = []
-    if s.broker == "rabbitmq" and s.auth == "password":
-        out.append(credentials.Credential("rabbitmq", host.name))
-    if s.broker == "redis" or s.result_backend == "redis":
-        out.append(credentials.Credential("redis", host.name))
-    return out
 
 
 def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dict[str, Any]:
@@ -72,51 +55,41 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
     if not host.is_app:
         raise ProvisionError(f"host {host.name!r} is neither a worker nor a client", where=str(d.inventory))
     s = d.settings
-    layout = Layout(d.pki_dir)
-    if controller_paths:  # configuration used in place on the controller (tests, local tools)
-        files_dir = d.credentials_dir
-        tls = {"ca": str(layout.ca_pem), "cert": str(layout.cert(host.name, "client")),
-               "key": str(layout.key(host.name, "client"))}
-        signing = {"cert": str(layout.cert(host.name, "signing")), "key": str(layout.key(host.name, "signing")),
-                   "store": str(layout.signers_dir / "*.pem")}
-        secret = {c.service: f"{c.service}/{c.user}" for c in _secrets(d, host)}
-    else:
-        files_dir = Path(str(host.var("celery_worker_config_dir")))
-        tls = {"ca": str(files_dir / "ca.pem"), "cert": str(files_dir / "client.pem"),
-               "key": str(files_dir / "client.key")}
-        signing = {"cert": str(files_dir / "signing.pem"), "key": str(files_dir / "signing.key"),
-                   "store": str(files_dir / "signers" / "*.pem")}
-        secret = {c.service: f"{c.service}.password" for c in _secrets(d, host)}
-    signing["result_serializer"] = "auth" if s.signed_results else "json"
+    # In place on the controller (tests, local tools), or as installed on the host.
+    files = d.app_files(host, controller=controller_paths)
+    tls = {"ca": str(files.ca), "cert": str(files.client_cert), "key": str(files.client_key)}
+    signing = {"cert": str(files.signing_cert), "key": str(files.signing_key), "store": files.signer_glob,
+               "result_serializer": "auth" if s.signed_results else "json"}
+    secret = dict(files.secrets)
 
-    brokers = d.broker_hosts
+    endpoints = d.endpoints(s.broker)
     if s.broker == "rabbitmq":
         vhost = quote(s.vhost, safe="")
-        user = "" if s.auth == "x509" else f"{quote(host.name)}@"
-        urls = [f"amqps://{user}{_netloc(b.address, int(b.var('rabbitmq_tls_port')))}/{vhost}" for b in brokers]
+        user = "" if s.auth == "x509" else f"{quote(d.user(host, 'rabbitmq'))}@"
+        urls = [f"amqps://{user}{_netloc(e.address, e.port)}/{vhost}" for e in endpoints]
     else:
-        urls = [f"rediss://{quote(host.name)}@{_netloc(b.address, int(b.var('redis_tls_port')))}/{s.broker_db}"
-                for b in brokers]
+        urls = [f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}/{s.broker_db}"
+                for e in endpoints]
     broker = {
         "kind": s.broker,
         "urls": urls,
         "failover": len(urls) > 1,
-        "server_hostname": d.service_name(s.broker) or brokers[0].address,
+        "server_hostname": d.server_name(s.broker),
         "x509": s.auth == "x509",
         "secret": secret.get(s.broker),
         "visibility_timeout": s.visibility_timeout,
     }
     backend: dict[str, Any] = {"kind": s.result_backend}
     if s.result_backend == "redis":
-        b = d.backend_hosts[0]  # Celery's Redis backend takes one server
-        backend["url"] = (f"rediss://{quote(host.name)}@{_netloc(b.address, int(b.var('redis_tls_port')))}"
+        e = d.endpoints("redis")[0]  # Celery's Redis backend takes one server
+        backend["url"] = (f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}"
                           f"/{s.backend_db}?ssl_cert_reqs=required")
         backend["secret"] = secret["redis"]
     return {
         "host": host.name,
         "inventory": str(d.inventory),
-        "module": CONFIG_NAME,
-        "files_dir": str(files_dir),
+        "module": Path(d.host_layout(host).config_name).stem,
+        "files_dir": str(files.secrets_dir),
         "tls": tls,
         "signing": signing,
         "broker": broker,
@@ -143,14 +116,17 @@ def render(d: Deployment, host: Host, *, controller_paths: bool = False) -> str:
     return _template().render(context(d, host, controller_paths=controller_paths))
 
 
-def write_all(d: Deployment, out: Path, *, hosts: list[str] | None = None,
+def write_all(d: Deployment, out: Path | None = None, *, hosts: list[str] | None = None,
               controller_paths: bool = False) -> list[tuple[Path, bool]]:
-    """Write `OUT/HOST/celeryconfig.py` for each worker and client; return (path, changed)."""
+    """Write each worker's and client's configuration module, under *out* (`OUT/HOST/`) or
+    where the layout keeps them; return (path, changed)."""
     targets = [d.host(n) for n in hosts] if hosts else d.apps
     results = []
     for host in targets:
         text = render(d, host, controller_paths=controller_paths).encode()
-        path = private_dir(out / host.name, 0o750) / f"{CONFIG_NAME}.py"
+        default = d.layout.config(host.name, d.host_layout(host).config_name)
+        path = (out / host.name / default.name) if out else default
+        private_dir(path.parent, 0o750)
         changed = not path.exists() or path.read_bytes() != text
         if changed:
             write_atomic(path, text, 0o640)

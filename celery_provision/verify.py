@@ -19,8 +19,8 @@ from typing import Any
 
 from . import render
 from .errors import ProvisionError
-from .model import Deployment, Host
-from .pki import Layout
+from .layout import AppFiles
+from .model import Deployment, Endpoint, Host
 
 __all__ = ["Check", "run", "format_table", "to_json", "tls_client_context", "load_module"]
 
@@ -102,13 +102,13 @@ _AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 _REDIS_PING = b"PING\r\n"
 
 
-def _endpoint_checks(d: Deployment, broker: Host, kind: str, client: Host) -> list[Check]:
-    layout = Layout(d.pki_dir)
-    port = int(broker.var(f"{kind}_tls_port"))
+def _endpoint_checks(d: Deployment, endpoint: Endpoint, client: Host) -> list[Check]:
+    broker, kind, port = endpoint.host, endpoint.service, endpoint.port
+    files = d.app_files(client, controller=True)
     target = f"{kind} {broker.name} {broker.address}:{port}"
     probe = _AMQP_HEADER if kind == "rabbitmq" else _REDIS_PING
     out: list[Check] = []
-    good = tls_client_context(layout.ca_pem, layout.cert(client.name, "client"), layout.key(client.name, "client"))
+    good = tls_client_context(files.ca, files.client_cert, files.client_key)
     try:
         tls = _handshake(broker.address, port, good, broker.address)
         cert = tls.getpeercert() or {}
@@ -120,7 +120,7 @@ def _endpoint_checks(d: Deployment, broker: Host, kind: str, client: Host) -> li
         tls.close()
     except (ssl.SSLError, OSError) as exc:
         out.append(Check("tls handshake (worker cert)", target, False, str(exc)))
-    refused, why = _probe(broker.address, port, tls_client_context(layout.ca_pem), broker.address, probe)
+    refused, why = _probe(broker.address, port, tls_client_context(files.ca), broker.address, probe)
     out.append(Check("client without certificate refused", target, refused, why))
     refused, why = _plaintext_refused(broker.address, port, probe)
     out.append(Check("plaintext on the TLS port refused", target, refused, why))
@@ -129,12 +129,12 @@ def _endpoint_checks(d: Deployment, broker: Host, kind: str, client: Host) -> li
     out.append(Check(f"plaintext port {plain_port} refused", f"{kind} {broker.name} {broker.address}:{plain_port}",
                      refused, why))
     if kind == "rabbitmq":
-        tls = {"ca_certs": str(layout.ca_pem), "certfile": str(layout.cert(client.name, "client")),
-               "keyfile": str(layout.key(client.name, "client")), "cert_reqs": ssl.CERT_REQUIRED,
+        tls = {"ca_certs": str(files.ca), "certfile": str(files.client_cert),
+               "keyfile": str(files.client_key), "cert_reqs": ssl.CERT_REQUIRED,
                "server_hostname": broker.address}
         out.append(_guest_refused(broker, port, tls, target))
     else:
-        out.append(_redis_default_refused(d, broker, port, layout, client, target))
+        out.append(_redis_default_refused(broker, port, files, target))
     return out
 
 
@@ -157,13 +157,12 @@ def _guest_refused(broker: Host, port: int, tls: dict[str, Any], target: str) ->
     return Check("user guest refused", target, False, "guest logged in")
 
 
-def _redis_default_refused(d: Deployment, broker: Host, port: int, layout: Layout, client: Host,
-                           target: str) -> Check:
+def _redis_default_refused(broker: Host, port: int, files: AppFiles, target: str) -> Check:
     import redis
 
-    r = redis.Redis(host=broker.address, port=port, ssl=True, ssl_ca_certs=str(layout.ca_pem),
-                    ssl_certfile=str(layout.cert(client.name, "client")),
-                    ssl_keyfile=str(layout.key(client.name, "client")), socket_timeout=_TIMEOUT)
+    r = redis.Redis(host=broker.address, port=port, ssl=True, ssl_ca_certs=str(files.ca),
+                    ssl_certfile=str(files.client_cert), ssl_keyfile=str(files.client_key),
+                    socket_timeout=_TIMEOUT)
     try:
         r.ping()
     except redis.exceptions.AuthenticationError as exc:
@@ -177,9 +176,9 @@ def _redis_default_refused(d: Deployment, broker: Host, port: int, layout: Layou
     return Check("user default refused", target, False, "PING answered without authentication")
 
 
-def load_module(path: Path, name: str = "celeryconfig") -> ModuleType:
-    """Import a rendered configuration module from its file."""
-    spec = importlib.util.spec_from_file_location(f"{name}_{uuid.uuid4().hex[:8]}", path)
+def load_module(path: Path) -> ModuleType:
+    """Import a rendered configuration module from its file (under a unique name)."""
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_{uuid.uuid4().hex[:8]}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -228,8 +227,8 @@ def run(d: Deployment, *, canary: bool = True, timeout: float = 30.0,
     client = (d.group("celery_clients") or d.group("celery_workers"))[0]
     checks: list[Check] = []
     for kind in ("rabbitmq", "redis"):
-        for broker in d.group(kind):
-            for c in _endpoint_checks(d, broker, kind, client):
+        for endpoint in d.endpoints(kind):
+            for c in _endpoint_checks(d, endpoint, client):
                 checks.append(c)
                 if progress:
                     progress(c)

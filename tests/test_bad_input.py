@@ -20,6 +20,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from celery_provision import model, pki
+from celery_provision.layout import Layout
 from pkiutil import assert_one_line_error, foreign_ca, snapshot, snapshot_diff
 
 PASS_ENV = "BAD_INPUT_CA_PASS"
@@ -73,8 +74,8 @@ class Env:
         return self.base / "inv"
 
     @property
-    def pki(self) -> pki.Layout:
-        return pki.Layout(self.base / ".celery-provision" / "inv" / "pki")
+    def pki(self) -> Layout:
+        return Layout.beside(self.inv)
 
     def set_vars(self, **values: Any) -> None:
         _write(self.inv, GROUPS, {**ALL_VARS, **values})

@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from celery_provision import model, pki
+from celery_provision import model
+from celery_provision.layout import Layout
 from pkiutil import assert_one_line_error, load_cert, snapshot, snapshot_diff
 
 
-def _pki(inv: Path) -> pki.Layout:
-    return pki.Layout(model.load(inv).pki_dir)
+def _pki(inv: Path) -> Layout:
+    return model.load(inv).layout
 
 
 @pytest.fixture
-def issued(cli, inventory: Path) -> pki.Layout:  # noqa: ANN001
+def issued(cli, inventory: Path) -> Layout:  # noqa: ANN001
     assert cli("certs", "issue", "-i", inventory).code == 0
     return _pki(inventory)
 
@@ -34,7 +35,7 @@ def test_issue_lists_what_it_issued_and_exits_zero(cli, inventory: Path) -> None
     assert result.out.rstrip().endswith("certs: 7 issued")
 
 
-def test_second_issue_says_nothing_to_do(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_second_issue_says_nothing_to_do(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     result = cli("certs", "issue", "-i", inventory)
     assert result.code == 0
     assert result.out.strip() == "certs: nothing to do; 6 unchanged"
@@ -53,13 +54,13 @@ def test_init_creates_only_the_ca(cli, inventory: Path) -> None:  # noqa: ANN001
     assert layout.root_cert.exists() and not layout.hosts_dir.exists()
 
 
-def test_init_without_force_keeps_an_existing_ca(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_init_without_force_keeps_an_existing_ca(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     before = issued.root_cert.read_bytes()
     assert cli("certs", "init", "-i", inventory).code == 0
     assert issued.root_cert.read_bytes() == before
 
 
-def test_init_with_force_retires_the_ca(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_init_with_force_retires_the_ca(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     before = issued.root_cert.read_bytes()
     result = cli("certs", "init", "-i", inventory, "--force")
     assert result.code == 0
@@ -67,7 +68,7 @@ def test_init_with_force_retires_the_ca(cli, inventory: Path, issued: pki.Layout
     assert issued.root_cert.read_bytes() != before
 
 
-def test_list_shows_one_row_per_certificate(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_list_shows_one_row_per_certificate(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     result = cli("certs", "list", "-i", inventory)
     assert result.code == 0
     lines = result.out.strip().splitlines()
@@ -76,7 +77,7 @@ def test_list_shows_one_row_per_certificate(cli, inventory: Path, issued: pki.La
     assert all(line.endswith("ok") for line in lines[1:])
 
 
-def test_list_json_gives_machine_readable_rows(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_list_json_gives_machine_readable_rows(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     rows = json.loads(cli("certs", "list", "-i", inventory, "--json").out)
     server = next(r for r in rows if (r["name"], r["kind"]) == ("rabbitmq-1", "server"))
     assert set(server["sans"]) == {"rabbitmq-1", "localhost", "127.0.0.1"}
@@ -85,7 +86,7 @@ def test_list_json_gives_machine_readable_rows(cli, inventory: Path, issued: pki
     assert {r["kind"] for r in rows} == {"ca", "server", "client", "signing"}
 
 
-def test_list_marks_a_revoked_certificate(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_list_marks_a_revoked_certificate(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     cli("certs", "revoke", "-i", inventory, "worker-1", "--kind", "client")
     rows = json.loads(cli("certs", "list", "-i", inventory, "--json").out)
     status = {(r["name"], r["kind"]): r["status"] for r in rows}
@@ -93,19 +94,19 @@ def test_list_marks_a_revoked_certificate(cli, inventory: Path, issued: pki.Layo
     assert status[("worker-1", "signing")] == "ok"
 
 
-def test_check_passes_on_a_fresh_pki(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_check_passes_on_a_fresh_pki(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     result = cli("certs", "check", "-i", inventory)
     assert (result.code, result.out.strip()) == (0, "certs check: ok")
 
 
-def test_check_fails_when_a_key_is_missing(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_check_fails_when_a_key_is_missing(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     issued.key("worker-1", "client").unlink()
     result = cli("certs", "check", "-i", inventory)
     assert result.code != 0
     assert "FAIL" in result.out and "worker-1/client.pem: missing" in result.out
 
 
-def test_check_fails_after_a_revocation_until_the_next_issue(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_check_fails_after_a_revocation_until_the_next_issue(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     cli("certs", "revoke", "-i", inventory, "client-1")
     assert cli("certs", "check", "-i", inventory).code != 0
     cli("certs", "issue", "-i", inventory)
@@ -118,13 +119,13 @@ def test_check_without_a_ca_fails(cli, inventory: Path) -> None:  # noqa: ANN001
     assert "no CA" in result.out
 
 
-def test_renew_within_days_renews_and_reports(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_renew_within_days_renews_and_reports(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     result = cli("certs", "renew", "-i", inventory, "--within", "400")
     assert result.code == 0
     assert "certs: 6 renewed" in result.out
 
 
-def test_revoke_writes_the_serial_to_the_crl(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_revoke_writes_the_serial_to_the_crl(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     serial = load_cert(issued.cert("worker-1", "client")).serial_number
     result = cli("certs", "revoke", "-i", inventory, "worker-1", "--kind", "client")
     assert result.code == 0
@@ -155,7 +156,7 @@ def test_credentials_are_created_once_as_0600_files(cli, inventory: Path) -> Non
     assert {p: p.read_bytes() for p in files} == before
 
 
-def test_export_prints_every_host_with_its_tls_paths(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_export_prints_every_host_with_its_tls_paths(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     cli("credentials", "-i", inventory)
     result = cli("export", "-i", inventory)
     assert result.code == 0, result.err
@@ -172,7 +173,7 @@ def test_export_prints_every_host_with_its_tls_paths(cli, inventory: Path, issue
 
 
 @pytest.fixture
-def unchanged(issued: pki.Layout):  # noqa: ANN201
+def unchanged(issued: Layout):  # noqa: ANN201
     """Asserts, after the test body ran, that the PKI did not change at all."""
     before = snapshot(issued.root)
     yield issued
@@ -226,7 +227,7 @@ def test_wrong_ca_passphrase_is_refused(cli, write_inventory, monkeypatch) -> No
     assert snapshot_diff(before, snapshot(layout.root)) == []
 
 
-def test_corrupted_ca_key_is_named(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_corrupted_ca_key_is_named(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     issued.root_key.write_bytes(issued.root_key.read_bytes()[:60])
     issued.cert("worker-1", "client").unlink()
     before = snapshot(issued.root)
@@ -234,7 +235,7 @@ def test_corrupted_ca_key_is_named(cli, inventory: Path, issued: pki.Layout) -> 
     assert snapshot_diff(before, snapshot(issued.root)) == []
 
 
-def test_corrupted_ca_certificate_is_named(cli, inventory: Path, issued: pki.Layout) -> None:  # noqa: ANN001
+def test_corrupted_ca_certificate_is_named(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     issued.root_cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     before = snapshot(issued.root)
     assert_one_line_error(cli("certs", "issue", "-i", inventory), "CA certificate is corrupted", "root.pem")

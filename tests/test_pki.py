@@ -37,7 +37,7 @@ from pkiutil import (
 def _issue(inv: Path, **kwargs) -> tuple[model.Deployment, pki.Layout, pki.Report]:  # noqa: ANN003
     d = model.load(inv)
     report = pki.issue(d, **kwargs)
-    return d, pki.Layout(d.pki_dir), report
+    return d, d.layout, report
 
 
 def _actions(report: pki.Report, action: str) -> set[str]:
@@ -524,7 +524,7 @@ def test_two_concurrent_issue_runs_produce_one_consistent_pki(write_inventory, b
     assert [p.returncode for p in procs] == [0, 0], results
     d = model.load(inv)
     assert pki.check(d) == []
-    layout = pki.Layout(d.pki_dir)
+    layout = d.layout
     assert len(list(layout.root.glob("ca.retired-*"))) == 0
     # One run issued everything, the other found it done: nothing was issued twice.
     issued_lines = [out.count("  issued  ") for out, _ in results]

@@ -187,12 +187,11 @@ def answers_ping(deployment: LocalDeployment, workdir: Path, timeout: float = 30
 def served_certificate(deployment: LocalDeployment) -> bytes:
     """The DER certificate RabbitMQ presents to a new connection now."""
     from celery_provision import verify
-    from celery_provision.pki import Layout
 
     d = deployment.deployment
     broker = d.group("rabbitmq")[0]
     client = d.group("celery_clients")[0]
-    layout = Layout(d.pki_dir)
+    layout = d.layout
     ctx = verify.tls_client_context(layout.ca_pem, layout.cert(client.name, "client"),
                                     layout.key(client.name, "client"))
     with socket.create_connection((broker.address, int(broker.var("rabbitmq_tls_port"))), timeout=10) as sock:

@@ -111,7 +111,7 @@ def test_rotating_the_rabbitmq_certificate_mid_run_loses_no_task(
     assert publisher.error is None, repr(publisher.error)
     at_fault = r.executed()
 
-    new = pem_to_der(pki.Layout(d.pki_dir).cert(broker, "server"))
+    new = pem_to_der(d.layout.cert(broker, "server"))
     assert served_certificate(local_deployment) == new != old
     fresh = local_deployment.client_app(tmp_path / "fresh")  # a new TLS connection: new cert
     try:

@@ -61,9 +61,7 @@ class Live:
 
     @property
     def layout(self) -> Any:
-        from celery_provision.pki import Layout
-
-        return Layout(self.d.pki_dir)
+        return self.d.layout
 
     @property
     def worker(self) -> str:

@@ -207,27 +207,6 @@ def bench_signing_keys(sample: int, key_type: str) -> float:
 # --------------------------------------------------------------------------- main
 
 
-def _roles_dir(root: Path) -> None:
-    """The model reads role defaults; use the repository's roles, else a stand-in."""
-    if os.environ.get("CELERY_PROVISION_ROLES_DIR"):
-        return
-    try:
-        model.roles_dir()  # noqa: B018
-        model._role_defaults()  # noqa: SLF001
-        return
-    except Exception:  # noqa: BLE001 - the roles are still being written: fall back
-        pass
-    stub = root / "roles"
-    for role, text in {
-        "rabbitmq": "rabbitmq_tls_port: 5671\nrabbitmq_admin_user: admin\n",
-        "redis": "redis_tls_port: 6380\nredis_admin_user: admin\n",
-        "celery_worker": "celery_worker_config_dir: /etc/celery-provision/{{ inventory_hostname }}\n",
-    }.items():
-        (stub / role / "defaults").mkdir(parents=True)
-        (stub / role / "defaults" / "main.yml").write_text(text)
-    os.environ["CELERY_PROVISION_ROLES_DIR"] = str(stub)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="number of workers (default 1000)")
@@ -239,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-pki-"))
     try:
-        _roles_dir(root)
         n = args.n
         print(f"celery-provision PKI benchmark: N={n} client certificates (ec-p256), {cores} cores, "
               f"python {sys.version.split()[0]}")

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,46 +19,6 @@ pytest_plugins = ["livedeploy"]
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-
-# The role variables the model reads, with the values the stand-in roles give them.
-_ROLE_DEFAULTS = {
-    "rabbitmq": {"rabbitmq_tls_port": 5671, "rabbitmq_admin_user": "admin"},
-    "redis": {"redis_tls_port": 6380, "redis_admin_user": "admin"},
-    "celery_worker": {"celery_worker_config_dir": "/etc/celery-provision/{{ inventory_hostname }}"},
-}
-
-
-def _real_roles_complete() -> bool:
-    for role, wanted in _ROLE_DEFAULTS.items():
-        path = REPO / "roles" / role / "defaults" / "main.yml"
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            return False
-        if not set(wanted) <= set(data):
-            return False
-    return True
-
-
-@pytest.fixture(scope="session", autouse=True)
-def roles_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The roles whose defaults the model reads: the real ones once they define every variable
-    the model needs, else a stand-in. Exported in the environment so subprocesses see it too."""
-    if _real_roles_complete():
-        path = REPO / "roles"
-    else:
-        path = tmp_path_factory.mktemp("stubroles")
-        for role, values in _ROLE_DEFAULTS.items():
-            (path / role / "defaults").mkdir(parents=True)
-            (path / role / "defaults" / "main.yml").write_text("---\n" + yaml.safe_dump(values))
-    saved = os.environ.get("CELERY_PROVISION_ROLES_DIR")
-    os.environ["CELERY_PROVISION_ROLES_DIR"] = str(path)
-    yield path
-    if saved is None:
-        os.environ.pop("CELERY_PROVISION_ROLES_DIR", None)
-    else:
-        os.environ["CELERY_PROVISION_ROLES_DIR"] = saved
-
 
 def _basic_hosts() -> dict[str, Any]:
     return {

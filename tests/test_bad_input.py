@@ -46,7 +46,7 @@ def _write(inv: Path, groups: dict[str, Any], all_vars: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, roles_dir: Path) -> Path:
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One valid inventory with its PKI, issued once per module and copied by every case."""
     base = tmp_path_factory.mktemp("bad-input")
     _write(base / "inv", GROUPS, ALL_VARS)

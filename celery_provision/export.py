@@ -62,7 +62,13 @@ def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
         }
         for app in apps
     ]
+    endpoint = d.endpoint(host, "rabbitmq")
     return {
+        "port": endpoint.port,
+        "plaintext_port": endpoint.plaintext_port,
+        "bind_address": endpoint.bind_address,
+        "x509_client_certs": {d.user(a, "rabbitmq"): str(d.app_files(a, controller=True).client_cert)
+                              for a in d.apps},
         "vhosts": [s.vhost],
         "users": users,
         "admin_user": admin,
@@ -85,7 +91,11 @@ def _redis(d: Deployment, host: Host) -> dict[str, Any]:
     apps = [a for a in d.apps if "redis" in d.services(a)]
     rules = acl.redis_acl_rules(s.queues, broker=broker, backend=backend, broker_db=s.broker_db)
     admin = str(host.var("redis_admin_user"))
+    endpoint = d.endpoint(host, "redis")
     return {
+        "port": endpoint.port,
+        "plaintext_port": endpoint.plaintext_port,
+        "bind_address": endpoint.bind_address,
         "users": [{"name": d.user(a, "redis"), "password": _password(d, a, "redis"), "rules": rules} for a in apps],
         "admin_user": admin,
         "admin_password": credentials.password(d, "redis", admin),

@@ -22,6 +22,7 @@ from .layout import AppFiles, HostLayout, Layout
 __all__ = [
     "ROLE_GROUPS",
     "KEY_TYPES",
+    "PLAINTEXT_PORTS",
     "Host",
     "Settings",
     "Credential",
@@ -38,6 +39,8 @@ ROLE_GROUPS = ("rabbitmq", "redis", "celery_workers", "celery_clients")
 #: Key types for TLS keys; message-signing keys must be RSA (Celery accepts nothing else).
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
 SIGNING_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096")
+#: The ports each daemon serves in plaintext unless told otherwise: what must stay closed.
+PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
 
 # Role variables the model needs; their one default lives in roles/<role>/defaults/main.yml.
 _ROLE_VARS = {
@@ -207,6 +210,17 @@ class Endpoint:
     def address(self) -> str:
         return self.host.address
 
+    @property
+    def plaintext_port(self) -> int:
+        """The daemon's well-known plaintext port, which must stay closed."""
+        return PLAINTEXT_PORTS[self.service]
+
+    @property
+    def bind_address(self) -> str | None:
+        """The address the broker binds: its inventory address if that is an IP, else None
+        (a host declared by DNS name binds its default IPv4 address)."""
+        return self.address if is_ip(self.address) else None
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -254,7 +268,11 @@ class Deployment:
 
     def endpoints(self, service: str) -> list[Endpoint]:
         """Every broker host of *service* (`rabbitmq` or `redis`) with its TLS port."""
-        return [Endpoint(h, service, int(h.var(f"{service}_tls_port"))) for h in self.group(service)]
+        return [self.endpoint(h, service) for h in self.group(service)]
+
+    def endpoint(self, host: Host, service: str) -> Endpoint:
+        """One broker host of *service* as its clients reach it."""
+        return Endpoint(host, service, int(host.var(f"{service}_tls_port")))
 
     def server_name(self, service: str) -> str:
         """The name clients of *service* check in its server certificates."""

@@ -24,7 +24,6 @@ from .model import Deployment, Endpoint, Host
 
 __all__ = ["Check", "run", "format_table", "to_json", "tls_client_context", "load_module"]
 
-PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
 _TIMEOUT = 5.0
 
 
@@ -124,7 +123,7 @@ def _endpoint_checks(d: Deployment, endpoint: Endpoint, client: Host) -> list[Ch
     out.append(Check("client without certificate refused", target, refused, why))
     refused, why = _plaintext_refused(broker.address, port, probe)
     out.append(Check("plaintext on the TLS port refused", target, refused, why))
-    plain_port = PLAINTEXT_PORTS[kind]
+    plain_port = endpoint.plaintext_port
     refused, why = _plaintext_refused(broker.address, plain_port, probe)
     out.append(Check(f"plaintext port {plain_port} refused", f"{kind} {broker.name} {broker.address}:{plain_port}",
                      refused, why))

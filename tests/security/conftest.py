@@ -28,7 +28,6 @@ from secprobe import Endpoint, Issuer
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
-PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
 WAIT = 90.0  # the longest a probe waits for the worker before giving up (a deadline, not a measurement)
 
 
@@ -73,7 +72,8 @@ class Live:
 
     def endpoint(self, kind: str) -> Endpoint:
         host = self.d.group(kind)[0]
-        return Endpoint(kind, host.address, int(host.var(f"{kind}_tls_port")), PLAINTEXT_PORTS[kind])
+        e = self.d.endpoint(host, kind)
+        return Endpoint(kind, e.address, e.port, e.plaintext_port)
 
     def tls_pair(self, host: str) -> tuple[Path, Path]:
         return self.layout.cert(host, "client"), self.layout.key(host, "client")

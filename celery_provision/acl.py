@@ -79,9 +79,11 @@ _REDIS_BROKER_COMMANDS = (
     "publish", "psubscribe", "punsubscribe", "unsubscribe",          # fanout: pidbox, events
 )
 _REDIS_BACKEND_COMMANDS = (
-    "get", "mget", "set", "setex", "del", "expire", "exists", "incr",  # task and group results
+    "get", "mget", "set", "setex", "del", "expire", "exists",          # task and group results
+    "incr", "incrby",                                                  # chord counters (redis-py's incr() sends INCRBY)
     "publish", "subscribe", "unsubscribe", "punsubscribe",             # result notifications
     "sadd", "sismember", "zadd", "zcount", "zrange", "rpush", "llen",  # chords
+    "lrange",                                                          # unordered chords (result_chord_ordered=False)
 )
 # kombu stores priority p > 0 of queue Q in the list Q + "\x06\x16" + str(p). The
 # class [^!-~] (any byte but printable non-space ASCII) matches those two control
@@ -94,7 +96,9 @@ _REDIS_BROKER_KEYS = (
     "celeryev.*",                                                    # event monitors' queues
 )
 _REDIS_BACKEND_KEYS = ("celery-task-meta-*", "celery-taskset-meta-*")
-_REDIS_BACKEND_CHANNELS = ("celery-task-meta-*",)
+# A stored result is also published on its key's channel: task results and, through
+# GroupResult.save(), group results.
+_REDIS_BACKEND_CHANNELS = ("celery-task-meta-*", "celery-taskset-meta-*")
 # kombu prefixes fanout channels with "/DB." (pub/sub ignores SELECT). Redis compares
 # a PSUBSCRIBE pattern literally with the user's channel patterns, so the patterns
 # kombu subscribes to (pidbox broadcast, all events, worker events) are listed as is.

@@ -13,11 +13,15 @@ import uuid
 
 from celery import Celery
 
-__all__ = ["app", "ping", "touch", "mark", "PING", "TOUCH", "MARK"]
+__all__ = ["app", "ping", "touch", "mark", "add", "total", "grow_chord",
+           "PING", "TOUCH", "MARK", "ADD", "TOTAL", "GROW_CHORD"]
 
 PING = "celery_provision.canary.ping"
 TOUCH = "celery_provision.canary.touch"
 MARK = "celery_provision.canary.mark"
+ADD = "celery_provision.canary.add"
+TOTAL = "celery_provision.canary.total"
+GROW_CHORD = "celery_provision.canary.grow_chord"
 
 app = Celery("celery_provision_canary")
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))  # lazy: read on first use
@@ -52,3 +56,26 @@ def mark(directory: str, key: str, seconds: float = 0.0) -> str:
     with open(os.path.join(directory, f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"), "x"):
         pass
     return key
+
+
+# Canvas: small tasks that chains, groups and chords are built from, so the live tests can
+# prove that every canvas feature works under the brokers' least-privilege rules.
+
+
+@app.task(name=ADD)
+def add(x: int, y: int) -> int:
+    """x + y."""
+    return x + y
+
+
+@app.task(name=TOTAL)
+def total(values: list[int]) -> int:
+    """The sum of a chord header's results."""
+    return sum(values)
+
+
+@app.task(name=GROW_CHORD, bind=True)
+def grow_chord(self, x: int) -> int:  # noqa: ANN001 - Celery's bound task
+    """Add one more `add(x, x)` to the chord this task runs in (`Task.add_to_chord`)."""
+    self.add_to_chord(add.s(x, x))
+    return x

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import secrets
+import string
 from pathlib import Path
 
 from .errors import ProvisionError
 from .files import locked, private_dir, read_bytes, write_atomic
 from .model import Credential, Deployment
 
-__all__ = ["wanted", "ensure", "password", "path_for"]
+__all__ = ["wanted", "ensure", "password", "path_for", "new_password"]
+
+# Letters and digits only: a password that starts with "-" is read as options by
+# rabbitmqctl (which then prints it in its usage error), and URL or shell quoting never
+# matters. 43 characters of 62 are 256 bits.
+_ALPHABET = string.ascii_letters + string.digits
+_LENGTH = 43
+
+
+def new_password() -> str:
+    """A fresh random password (256 bits, letters and digits)."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(_LENGTH))
 
 
 def wanted(d: Deployment) -> list[Credential]:
@@ -34,7 +46,7 @@ def ensure(d: Deployment) -> list[Credential]:
             if path.exists():
                 continue
             private_dir(path.parent)
-            write_atomic(path, secrets.token_urlsafe(32).encode() + b"\n", 0o600)
+            write_atomic(path, new_password().encode() + b"\n", 0o600)
             created.append(cred)
     return created
 

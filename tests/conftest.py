@@ -123,6 +123,7 @@ _SERIAL_GROUPS = {
     "tests/faults/": "live",
     "tests/security/": "live",
     "tests/test_deploy_local.py": "live",
+    "tests/test_canvas.py": "live",
     # Network namespaces: one process, they are cheap but chatty.
     "tests/test_firewall.py": "netns",
 }

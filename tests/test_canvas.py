@@ -66,6 +66,14 @@ def test_a_task_can_add_to_its_own_chord(app: Any) -> None:
     assert result.get(timeout=TIMEOUT) == 5 + 10
 
 
+def _sum_of_two(x: int, y: int) -> int:
+    return x + y
+
+
+def _sum_of_all(values: list[int]) -> int:
+    return sum(values)
+
+
 def test_an_unordered_chord_joins_under_the_worker_acl(local_deployment: LocalDeployment,
                                                       tmp_path: Path) -> None:
     """With result_chord_ordered=False the worker that runs the last header task reads the
@@ -80,8 +88,8 @@ def test_an_unordered_chord_joins_under_the_worker_acl(local_deployment: LocalDe
     worker_host = d.group("celery_workers")[0]
     wapp = verify.client_app(d, worker_host, tmp_path / "worker")
     wapp.conf.result_chord_ordered = False
-    for name, fn in ((canary.ADD, canary.add.run), (canary.TOTAL, canary.total.run)):
-        wapp.task(name=name)(fn)
+    wapp.task(name=canary.ADD)(_sum_of_two)
+    wapp.task(name=canary.TOTAL)(_sum_of_all)
     capp = local_deployment.client_app(tmp_path / "client")
     capp.conf.result_chord_ordered = False
     local_deployment.service(local_deployment.worker_service, "stop")

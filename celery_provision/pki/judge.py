@@ -1,4 +1,4 @@
-"""The judge: every problem of a leaf (or the CA's files) on disk, for `issue` to fix and `check` to report.
+"""The judge: every problem of a leaf on disk, which `issue` fixes and `check` reports.
 
 `issue` reissues a leaf whose verdict needs it and narrows widened modes in place; `check`
 reports every problem. Both ask `judge`, so a PKI that `issue` leaves alone passes `check`.
@@ -44,6 +44,8 @@ CODES = {
     "key-mode": "key mode too wide",
     "dir-mode": "directory mode too wide",
 }
+
+_NOT_THE_INVENTORY = "does not match the inventory (names, key type or usage)"
 
 #: Codes fixed in place (the mode narrowed); every other code needs a new certificate.
 _REPAIRABLE = frozenset({"key-mode", "dir-mode"})
@@ -132,7 +134,8 @@ def _read_private(path: Path) -> tuple[bytes, int]:
         return f.read(), os.fstat(f.fileno()).st_mode & 0o777
 
 
-def _expiry(path: Path, not_after: dt.datetime, now: dt.datetime, renew_before: dt.datetime) -> Problem | None:
+def _expiry(path: Path, not_after: dt.datetime, now: dt.datetime,
+            renew_before: dt.datetime) -> Problem | None:
     if not_after <= now:
         return Problem("expires", path, f"expired on {not_after:%Y-%m-%d}")
     if not_after <= renew_before:
@@ -171,7 +174,8 @@ def judge(
     except FileNotFoundError:
         return Verdict(spec, (Problem("missing", cert_path, "missing"),))
     except OSError as exc:
-        return Verdict(spec, (Problem("unreadable", cert_path, f"certificate or key unreadable ({exc.strerror})"),))
+        unreadable = f"certificate or key unreadable ({exc.strerror})"
+        return Verdict(spec, (Problem("unreadable", cert_path, unreadable),))
     problems = [p for p in (mode_problem(key_path, "key-mode", mode=key_mode),
                             mode_problem(key_path.parent, "dir-mode", mode=dir_mode)) if p]
 
@@ -179,7 +183,7 @@ def judge(
     if entry and entry.get("cert") == digest(cert_bytes) and entry.get("key") == digest(key_bytes):
         # Fast path: the files are byte-for-byte what this tool wrote and recorded.
         if entry.get("spec") != spec.fingerprint():
-            problems.append(Problem("inventory-changed", cert_path, "issued for an earlier inventory"))
+            problems.append(Problem("inventory-changed", cert_path, _NOT_THE_INVENTORY))
         if entry.get("issuer") != issuer.id:
             problems.append(Problem("wrong-ca", cert_path, "issued by another CA"))
         if entry["serial"] in revoked:
@@ -202,12 +206,12 @@ def judge(
     if expiry := _expiry(cert_path, cert.not_valid_after_utc, now, renew_before):
         problems.append(expiry)
     elif cert.not_valid_before_utc > now:
-        problems.append(Problem("not-yet-valid", cert_path, f"not valid before {cert.not_valid_before_utc:%Y-%m-%d}"))
+        not_before = cert.not_valid_before_utc
+        problems.append(Problem("not-yet-valid", cert_path, f"not valid before {not_before:%Y-%m-%d}"))
     if format(cert.serial_number, "x") in revoked:
         problems.append(Problem("revoked", cert_path, "revoked"))
     if spec_of(cert, spec) != spec.fingerprint():
-        problems.append(Problem("inventory-changed", cert_path,
-                                "does not match the inventory (names, key type or usage)"))
+        problems.append(Problem("inventory-changed", cert_path, _NOT_THE_INVENTORY))
     verdict = Verdict(spec, tuple(problems))
     if verdict.reissue:
         return verdict
@@ -225,5 +229,6 @@ def repair(problem: Problem, layout: Layout, report: Report) -> None:
         os.chmod(problem.path, narrowed)
     except OSError as exc:
         raise ProvisionError(f"cannot narrow the mode: {exc.strerror}", where=str(problem.path)) from None
-    label = problem.path.relative_to(layout.root).as_posix() if problem.path != layout.root else str(layout.root)
+    path = problem.path
+    label = path.relative_to(layout.root).as_posix() if path != layout.root else str(path)
     report.add("repaired", label, f"mode {mode:04o} -> {narrowed:04o}")

@@ -18,7 +18,7 @@ from .keys import passphrase_for
 from .leaves import Job, issue_many, leaf_specs
 from .report import Report
 from .signers import sync_signers
-from .state import State, dump_state, load_state, revoke_leaf, revoked_serials, save_state
+from .state import State, read_state, revoke_leaf, revoked_serials, save_state
 
 if TYPE_CHECKING:
     from ..model import Deployment
@@ -31,8 +31,7 @@ def _run(d: Deployment, body: Callable[[State], None]) -> None:
     layout = d.layout
     private_dir(layout.root)
     with locked(layout.root):
-        state = load_state(layout)
-        original = dump_state(state) if layout.state.exists() else ""
+        state, original = read_state(layout)
         try:
             body(state)
         finally:

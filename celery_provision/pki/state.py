@@ -13,7 +13,7 @@ from ..files import write_atomic
 from ..layout import Layout
 from .certs import now
 
-__all__ = ["State", "load_state", "save_state", "dump_state", "digest", "record", "revoked_serials",
+__all__ = ["State", "load_state", "read_state", "save_state", "dump_state", "digest", "record", "revoked_serials",
            "revoke_leaf"]
 
 #: The parsed state.json: `leaves` (name -> record), `revoked` (entries), `crl_number`.
@@ -22,16 +22,22 @@ State = dict[str, Any]
 
 def load_state(layout: Layout) -> State:
     """The state of the PKI at *layout*, or an empty one when there is none yet."""
+    return read_state(layout)[0]
+
+
+def read_state(layout: Layout) -> tuple[State, str]:
+    """The state of the PKI at *layout* and the text it was read from ("" when there is none)."""
     try:
-        data = json.loads(layout.state.read_text())
+        text = layout.state.read_text()
+        data = json.loads(text)
     except FileNotFoundError:
-        return {"version": 1, "leaves": {}, "revoked": [], "crl_number": 0}
+        return {"version": 1, "leaves": {}, "revoked": [], "crl_number": 0}, ""
     except (OSError, ValueError) as exc:
         raise ProvisionError(f"PKI state file is unreadable or corrupted ({exc})", where=str(layout.state)) from None
     data.setdefault("leaves", {})
     data.setdefault("revoked", [])
     data.setdefault("crl_number", 0)
-    return data
+    return data, text
 
 
 def dump_state(state: State) -> str:
@@ -40,7 +46,8 @@ def dump_state(state: State) -> str:
 
 
 def save_state(layout: Layout, state: State, original: str) -> None:
-    """Write *state* unless its text is still *original* (so a no-op run writes nothing)."""
+    """Write *state* unless its text is still *original*, the text it was read from (so a no-op
+    run writes nothing, and encodes the state once)."""
     text = dump_state(state)
     if text != original:
         write_atomic(layout.state, text.encode(), 0o600)

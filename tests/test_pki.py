@@ -428,6 +428,147 @@ def test_check_reports_a_private_key_readable_by_others(issued) -> None:  # noqa
     assert any("mode 0644" in p for p in pki.check(d))
 
 
+# --------------------------------------------------------------------------- one judge: issue repairs what check reports
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def _repairs(report: pki.Report) -> list[tuple[str, str]]:
+    return [(name, detail) for a, name, detail in report.events if a == "repaired"]
+
+
+def test_issue_narrows_a_widened_leaf_key_back_to_0600(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    layout.key("worker-1", "client").chmod(0o644)
+    report = pki.issue(d)
+    assert _mode(layout.key("worker-1", "client")) == 0o600
+    assert _repairs(report) == [("hosts/worker-1/client.key", "mode 0644 -> 0600")]
+
+
+def test_a_repaired_leaf_keeps_its_key_and_certificate(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    key, cert = layout.key("worker-1", "client"), layout.cert("worker-1", "client")
+    before = key.read_bytes(), cert.read_bytes(), load_cert(cert).serial_number
+    key.chmod(0o644)
+    report = pki.issue(d)
+    assert (key.read_bytes(), cert.read_bytes(), load_cert(cert).serial_number) == before
+    assert not _actions(report, "issued") | _actions(report, "reissued") | _actions(report, "renewed")
+    assert "worker-1/client" in _actions(report, "unchanged")
+
+
+def test_issue_narrows_a_widened_host_directory_back_to_0700_once(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    (layout.hosts_dir / "worker-1").chmod(0o755)
+    report = pki.issue(d)
+    assert _mode(layout.hosts_dir / "worker-1") == 0o700
+    # Two leaves live in it: the directory is judged twice, repaired and reported once.
+    assert _repairs(report) == [("hosts/worker-1", "mode 0755 -> 0700")]
+
+
+def test_issue_narrows_a_widened_root_ca_key(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    before = layout.root_key.read_bytes()
+    layout.root_key.chmod(0o640)
+    report = pki.issue(d)
+    assert _mode(layout.root_key) == 0o600
+    assert layout.root_key.read_bytes() == before
+    assert _repairs(report) == [("ca/root.key", "mode 0640 -> 0600")]
+
+
+def test_issue_narrows_a_widened_intermediate_ca_key(write_inventory) -> None:  # noqa: ANN001
+    d, layout, _ = _issue(_with_intermediate(write_inventory))
+    layout.intermediate_key.chmod(0o644)
+    report = pki.issue(d)
+    assert _mode(layout.intermediate_key) == 0o600
+    assert _repairs(report) == [("ca/intermediate.key", "mode 0644 -> 0600")]
+
+
+def test_issue_narrows_widened_pki_directories(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    for directory in (layout.root, layout.ca_dir, layout.hosts_dir):
+        directory.chmod(0o755)
+    pki.issue(d)
+    assert [_mode(p) for p in (layout.root, layout.ca_dir, layout.hosts_dir)] == [0o700] * 3
+
+
+def test_a_repair_is_counted_in_the_summary(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    layout.key("worker-1", "signing").chmod(0o604)
+    report = pki.issue(d)
+    assert report.changed
+    assert report.summary() == "1 repaired"
+
+
+def test_check_passes_after_issue_repaired_widened_modes(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    layout.key("worker-1", "client").chmod(0o644)
+    (layout.hosts_dir / "redis-1").chmod(0o755)
+    layout.root_key.chmod(0o644)
+    assert len(pki.check(d)) == 3
+    pki.issue(d)
+    assert pki.check(d) == []
+
+
+def test_issue_after_a_repair_has_nothing_to_do(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    layout.key("worker-1", "client").chmod(0o644)
+    pki.issue(d)
+    before = snapshot(layout.root)
+    again = pki.issue(d)
+    assert not again.changed
+    assert again.summary() == "nothing to do"
+    assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+def test_a_widened_key_that_is_reissued_anyway_is_replaced_not_repaired(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.revoke(d, "worker-1", kinds=("client",))
+    layout.key("worker-1", "client").chmod(0o644)
+    report = pki.issue(d)
+    assert _actions(report, "reissued") == {"worker-1/client"}
+    assert _repairs(report) == []
+    assert _mode(layout.key("worker-1", "client")) == 0o600
+
+
+def test_check_reports_a_widened_host_directory_once(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    (layout.hosts_dir / "worker-1").chmod(0o755)
+    problems = pki.check(d)
+    assert problems == [f"{layout.hosts_dir / 'worker-1'}: mode 0755 is wider than 0700"]
+
+
+def test_judge_calls_a_widened_key_a_repair_and_not_a_reissue(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    layout.key("worker-1", "client").chmod(0o644)
+    state = pki.state.load_state(layout)
+    issuer = pki.ca.Issuer.of(load_cert(layout.root_cert))
+    spec = next(s for s in pki.leaf_specs(d) if s.name == "worker-1/client")
+    now = dt.datetime.now(dt.timezone.utc)
+    for trust_record in (True, False):
+        verdict = pki.judge(spec, layout, issuer, state, now=now, trust_record=trust_record)
+        assert [p.code for p in verdict.problems] == ["key-mode"]
+        assert not verdict.reissue
+        assert verdict.repairs == verdict.problems
+
+
+def test_judge_gives_issue_and_check_the_same_problems_for_an_edited_leaf(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    root, root_key = load_cert(layout.root_cert), load_key(layout.root_key)
+    write_pair(layout.hosts_dir / "worker-1", "client", *sign_leaf(root, root_key, "someone-else"))
+    state = pki.state.load_state(layout)
+    issuer = pki.ca.Issuer.of(root)
+    spec = next(s for s in pki.leaf_specs(d) if s.name == "worker-1/client")
+    now = dt.datetime.now(dt.timezone.utc)
+    # The files no longer match state.json: issue's fast path falls back to judging the files.
+    as_issue = pki.judge(spec, layout, issuer, state, now=now)
+    as_check = pki.judge(spec, layout, issuer, state, now=now, trust_record=False)
+    assert as_issue == as_check
+    assert [p.code for p in as_issue.problems] == ["inventory-changed"]
+    assert as_issue.reissue and as_issue.action == "reissued"
+
+
 # --------------------------------------------------------------------------- real TLS handshakes
 
 

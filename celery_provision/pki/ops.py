@@ -1,0 +1,146 @@
+"""The PKI operations: issue (and init), renew, revoke, prune, each under the run lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProvisionError
+from ..files import locked, private_dir
+from ..layout import KINDS
+from .ca import CA, ensure_ca, ensure_intermediate
+from .certs import now
+from .crl import ensure_crl
+from .judge import ca_mode_problems, judge, repair
+from .keys import passphrase_for
+from .leaves import Job, issue_many, leaf_specs
+from .report import Report
+from .signers import sync_signers
+from .state import State, read_state, revoke_leaf, revoked_serials, save_state
+
+if TYPE_CHECKING:
+    from ..model import Deployment
+
+__all__ = ["issue", "renew", "revoke", "prune"]
+
+
+def _run(d: Deployment, body: Callable[[State], None]) -> None:
+    """Run *body* on the state under the PKI's lock; save the state after, if it changed."""
+    layout = d.layout
+    private_dir(layout.root)
+    with locked(layout.root):
+        state, original = read_state(layout)
+        try:
+            body(state)
+        finally:
+            save_state(layout, state, original)
+
+
+def issue(
+    d: Deployment,
+    *,
+    renew_within_days: int | None = None,
+    force_ca: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    only: Iterable[str] | None = None,
+    processes: int | None = None,
+) -> Report:
+    """Create the CA if absent, then (re)issue every leaf that is missing or stale, and narrow
+    every widened key or directory mode back (0600, 0700) without reissuing."""
+    report = Report()
+    passphrase = passphrase_for(d)
+    hosts = None if only is None else set(only)
+
+    def body(state: State) -> None:
+        layout = d.layout
+        ca = ensure_ca(d, passphrase, report, force=force_ca)
+        if renew_within_days is not None and ca.intermediate is not None:
+            within = dt.timedelta(days=renew_within_days)
+            new = ensure_intermediate(d, ca.root, passphrase, report, renew_within=within)
+            if new != ca.intermediate:
+                ca = CA(layout, passphrase, ca.root, new)
+        start = now()
+        renew_before = start + dt.timedelta(days=renew_within_days or 0)
+        revoked = revoked_serials(state)
+        verdicts = [judge(spec, layout, ca.issuer, state, now=start, renew_before=renew_before, revoked=revoked)
+                    for spec in leaf_specs(d) if hosts is None or spec.host in hosts]
+        todo = [v for v in verdicts if v.reissue]
+        # The CA key is loaded (and a wrong passphrase refused) before anything is touched.
+        job = Job(ca.issuer_cert, ca.issuer_key(), ca.issuer_id, ca.chain(), layout) if todo else None
+        for problem in ca_mode_problems(layout):
+            repair(problem, layout, report)
+        for verdict in verdicts:
+            for problem in verdict.repairs:
+                repair(problem, layout, report)
+            if not verdict.reissue:
+                if verdict.record is not None:
+                    state["leaves"][verdict.spec.name] = verdict.record
+                report.add("unchanged", verdict.spec.name)
+        if job is not None:
+            why = {v.spec.name: v for v in todo}
+            for spec, entry in issue_many([v.spec for v in todo], job, progress, processes):
+                state["leaves"][spec.name] = entry
+                report.add(why[spec.name].action, spec.name, why[spec.name].reason)
+        sync_signers(d, state)
+        ensure_crl(d, ca, state, report)
+
+    _run(d, body)
+    return report
+
+
+def renew(d: Deployment, within_days: int, **kwargs: Any) -> Report:
+    """Reissue every certificate that expires within *within_days* days."""
+    if within_days < 0:
+        raise ProvisionError(f"--within must be zero or more days, got {within_days}")
+    return issue(d, renew_within_days=within_days, **kwargs)
+
+
+def revoke(d: Deployment, name: str, *, kinds: Sequence[str] = KINDS, reason: str = "revoked by operator") -> Report:
+    """Revoke a host's certificates (all kinds by default) and publish a new CRL.
+
+    The files stay in place until the next `issue`, which replaces revoked certificates of
+    hosts still in the inventory; the signing certificate leaves the cert store at once.
+    """
+    report = Report()
+    passphrase = passphrase_for(d)
+
+    def body(state: State) -> None:
+        known = {n.split("/")[0] for n in state["leaves"]}
+        if name not in known:
+            raise ProvisionError(f"no certificates issued for {name!r}", where=str(d.layout.root))
+        ca = ensure_ca(d, passphrase, Report(), force=False)
+        for kind in kinds:
+            if revoke_leaf(state, f"{name}/{kind}", reason):
+                report.add("revoked", f"{name}/{kind}")
+        sync_signers(d, state)
+        ensure_crl(d, ca, state, report, force=bool(report.events))
+
+    _run(d, body)
+    return report
+
+
+def prune(d: Deployment) -> Report:
+    """Revoke and delete the certificates of hosts that left the inventory."""
+    report = Report()
+    passphrase = passphrase_for(d)
+
+    def body(state: State) -> None:
+        layout = d.layout
+        ca = ensure_ca(d, passphrase, Report(), force=False)
+        gone = sorted({n.split("/")[0] for n in state["leaves"]} - set(d.hosts))
+        if layout.hosts_dir.exists():
+            gone = sorted(set(gone) | {p.name for p in layout.hosts_dir.iterdir() if p.is_dir() and p.name not in d.hosts})
+        for host in gone:
+            for kind in KINDS:
+                revoke_leaf(state, f"{host}/{kind}", "host removed from the inventory")
+                state["leaves"].pop(f"{host}/{kind}", None)
+            shutil.rmtree(layout.hosts_dir / host, ignore_errors=True)
+            report.add("pruned", host)
+        sync_signers(d, state)
+        if gone:
+            ensure_crl(d, ca, state, report, force=True)
+
+    _run(d, body)
+    return report

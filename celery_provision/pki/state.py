@@ -1,0 +1,88 @@
+"""state.json: what was issued (serials, digests, issuer), what was revoked, the CRL number."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from cryptography import x509
+
+from ..errors import ProvisionError
+from ..files import write_atomic
+from ..layout import Layout
+from .certs import now
+
+__all__ = ["State", "load_state", "read_state", "save_state", "dump_state", "digest", "record", "revoked_serials",
+           "revoke_leaf"]
+
+#: The parsed state.json: `leaves` (name -> record), `revoked` (entries), `crl_number`.
+State = dict[str, Any]
+
+
+def load_state(layout: Layout) -> State:
+    """The state of the PKI at *layout*, or an empty one when there is none yet."""
+    return read_state(layout)[0]
+
+
+def read_state(layout: Layout) -> tuple[State, str]:
+    """The state of the PKI at *layout* and the text it was read from ("" when there is none)."""
+    try:
+        text = layout.state.read_text()
+        data = json.loads(text)
+    except FileNotFoundError:
+        return {"version": 1, "leaves": {}, "revoked": [], "crl_number": 0}, ""
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(f"PKI state file is unreadable or corrupted ({exc})", where=str(layout.state)) from None
+    data.setdefault("leaves", {})
+    data.setdefault("revoked", [])
+    data.setdefault("crl_number", 0)
+    return data, text
+
+
+def dump_state(state: State) -> str:
+    """The canonical text of *state*, as written to state.json."""
+    return json.dumps(state, indent=1, sort_keys=True)
+
+
+def save_state(layout: Layout, state: State, original: str) -> None:
+    """Write *state* unless its text is still *original*, the text it was read from (so a no-op
+    run writes nothing, and encodes the state once)."""
+    text = dump_state(state)
+    if text != original:
+        write_atomic(layout.state, text.encode(), 0o600)
+
+
+def digest(data: bytes) -> str:
+    """The short digest state.json records a file's bytes by."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def record(fingerprint: str, cert: x509.Certificate, cert_bytes: bytes, key_bytes: bytes,
+           issuer_id: str) -> dict[str, Any]:
+    """The state record of one leaf: serial, expiry, what it was issued for and by, file digests."""
+    return {
+        "serial": format(cert.serial_number, "x"),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "spec": fingerprint,
+        "issuer": issuer_id,
+        "cert": digest(cert_bytes),
+        "key": digest(key_bytes),
+    }
+
+
+def revoked_serials(state: State) -> set[str]:
+    """The serials (hex) of every revoked certificate."""
+    return {r["serial"] for r in state["revoked"]}
+
+
+def revoke_leaf(state: State, name: str, reason: str) -> bool:
+    """Add leaf *name* to the revocations; False if it has no record or is revoked already."""
+    entry = state["leaves"].get(name)
+    if entry is None or entry["serial"] in revoked_serials(state):
+        return False
+    state["revoked"].append({
+        "serial": entry["serial"], "name": name, "date": now().isoformat(), "reason": reason,
+        "issuer": entry["issuer"], "not_after": entry["not_after"],
+    })
+    return True

@@ -1,8 +1,8 @@
 """Audit a Celery configuration for the security mistakes this toolkit exists to prevent.
 
-``load_config`` imports a config module as ``app.config_from_object`` does;
-``audit_config`` turns the settings into ``Finding`` objects, one per problem, each
-with a one-line reason and fix.
+``read_config`` reads a config module, an app module or Django settings without
+running them (``load_config`` imports instead); ``audit_config`` turns the settings
+into ``Finding`` objects, one per problem, each with a one-line reason and fix.
 Rules are data (``rules.TABLE``); ``checks`` decides which apply.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 from .checks import audit_config
 from .config import Config, Unresolved
 from .loader import load_config
+from .reader import read_config
+from .suggest import suggest
 from .report import exit_status, format_notes, format_table, to_json
 from .rules import RULES, TABLE, Finding, Rule, Severity
 
@@ -27,5 +29,7 @@ __all__ = [
     "format_notes",
     "format_table",
     "load_config",
+    "read_config",
+    "suggest",
     "to_json",
 ]

@@ -174,7 +174,8 @@ class _Audit:
             self.flag("deprecated-setting-name", new, old=old, new=self.spelled(new))
         for setting in _LOOKALIKES:
             if setting in self.set or setting in self.unresolved:
-                self.flag(f"not-a-security-control/{setting}", setting)
+                on = setting == "task_create_missing_queues" and self.set.get(setting) is True
+                self.flag(f"not-a-security-control/{setting}" + ("-on" if on else ""), setting)
 
     # -- serialization ----------------------------------------------------------
 

@@ -368,6 +368,13 @@ TABLE: tuple[Rule, ...] = (
         variant="task_create_missing_queues",
     ),
     Rule(
+        "not-a-security-control", _INFO, "task_create_missing_queues=True (the default)",
+        "True (the default) lets this app declare any queue a task is routed to; only the "
+        "broker's permissions limit what a producer can create",
+        "restrict queue declaration with RabbitMQ configure permissions / Redis ACL key patterns",
+        variant="task_create_missing_queues-on",
+    ),
+    Rule(
         "not-a-security-control", _INFO, "worker_hijack_root_logger: a logging choice",
         "only decides who configures logging; it neither redacts nor protects log output",
         "protect logs with file permissions and keep secrets out of task arguments",

@@ -138,8 +138,10 @@ class _Audit:
             self.findings.append(finding)
 
     def name(self, setting: str) -> str:
-        """The setting's name as the config spells it."""
-        return self.written.get(setting, setting)
+        """The setting's name as the config spells it (or would, under its namespace)."""
+        if setting in self.written:
+            return self.written[setting]
+        return self.spelled(setting) if setting in SETTING_KEYS else setting
 
     def spelled(self, setting: str) -> str:
         """How this config would spell a new setting (namespaced when it uses a namespace)."""
@@ -335,12 +337,28 @@ class _Audit:
         if not urls:
             if not self.unknown_value(*settings):
                 self.flag("broker-url-unset", "broker_url")
+            else:
+                self.check_tls_alone("broker_use_ssl", backend=False)
             return
         use_ssl = self.eff.get("broker_use_ssl")
         for setting, url in urls:
             self.check_url(setting, url, use_ssl, "broker_use_ssl", backend=False)
 
+    def check_tls_alone(self, ssl_setting: str, *, backend: bool) -> None:
+        """TLS options whose URL is not known here: check what the dict itself says."""
+        opts = self.eff.get(ssl_setting)
+        if not isinstance(opts, Mapping) or not opts:
+            return
+        redis = backend or any(str(k).startswith("ssl_") for k in opts)
+        if redis and opts.get("ssl_cert_reqs") is not None:
+            self.note_spelling(ssl_setting, opts["ssl_cert_reqs"], from_url=False, backend=backend)
+        elif not redis and opts.get("cert_reqs") is not None:
+            self.note_spelling(ssl_setting, opts["cert_reqs"], from_url=False, backend=False, amqp=True)
+        self.check_tls(_Tls(ssl_setting, "redis" if redis else "amqp", opts))
+
     def check_backend(self) -> None:
+        if self.unknown_value("result_backend"):
+            self.check_tls_alone("redis_backend_use_ssl", backend=True)
         for url in _split_urls(self.eff.get("result_backend")):
             self.check_url(
                 "result_backend",
@@ -350,7 +368,7 @@ class _Audit:
                 backend=True,
             )
         if (
-            self.eff.get("result_backend")
+            (self.eff.get("result_backend") or self.unknown_value("result_backend"))
             and self.eff.get("result_serializer") != "auth"
             and not self.unknown_value("result_serializer")
         ):
@@ -369,9 +387,7 @@ class _Audit:
             return
         shown = _mask(url)
         tls_unknown = self.unknown_value(ssl_setting)
-        ssl_name = self.name(ssl_setting) if ssl_setting in self.written else self.spelled(
-            ssl_setting
-        )
+        ssl_name = self.name(ssl_setting)
         if scheme == "rpc" and backend:
             return
         if scheme in _AMQP_SCHEMES or scheme == "amqps":
@@ -574,7 +590,9 @@ class _Audit:
             self.flag("remote-control-unsigned", "worker_enable_remote_control")
         if self.eff.get("worker_pool_restarts") and remote:
             self.flag("pool-restarts-enabled", "worker_pool_restarts")
-        if self.eff.get("result_extended") and self.eff.get("result_backend"):
+        if self.eff.get("result_extended") and (
+            self.eff.get("result_backend") or self.unknown_value("result_backend")
+        ):
             self.flag("result-extended", "result_extended")
         if str(self.eff.get("task_protocol")) == "1":
             self.flag("old-task-protocol", "task_protocol")

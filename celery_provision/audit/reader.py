@@ -192,6 +192,7 @@ class _Reader:
         self._modules: dict[Path, _Module] = {}
         self._seen: list[str] = []  # origins met while evaluating the current statement
         self._conditions: list[str] = []
+        self._item_origins: dict[tuple[int, Any], str] = {}  # origins of dict[key] = value
         self._mod: _Module | None = None
         self._depth = 0
 
@@ -413,6 +414,8 @@ class _Reader:
                 self.set_conf(obj.app, key, value, origin, stmt)
             elif isinstance(obj, dict) and not _is_unknown(key):
                 obj[key] = value
+                if origin:
+                    self._item_origins[(id(obj), key)] = origin
 
     def set_conf(self, app: _App, name: str, value: Any, origin: str, node: ast.AST) -> None:
         layer = app.preconf
@@ -635,7 +638,7 @@ class _Reader:
                 return func.fn(*args, **kwargs)
             except Exception:  # noqa: BLE001
                 raise self._unknown(node, f"{_source(node)} fails or is computed at run time") from None
-        raise self._unknown(node, f"{_source(node.func)}() is called at import time")
+        raise self._unknown(node, f"{_short(node)} is called at import time")
 
     def _env_call(self, node: ast.Call, scope: Mapping[str, Any], func: Any) -> Any:
         key = self._known(node.args[0], scope) if node.args else None
@@ -716,7 +719,7 @@ class _Reader:
             return fn(*args)
         if isinstance(obj, dict) and name == "get":
             return obj.get(*args)
-        raise self._unknown(node, f"{_source(node.func)}() is called at import time")
+        raise self._unknown(node, f"{_short(node)} is called at import time")
 
     def _since(self, mark: int) -> str:
         """The origin of a value evaluated since ``len(self._seen) == mark``."""
@@ -820,6 +823,8 @@ class _Reader:
                 if not str(key).startswith("_"):
                     layer.settings[str(key)] = value
                     layer.lines[str(key)] = where
+                    if (id(obj), key) in self._item_origins:
+                        layer.origins[str(key)] = self._item_origins[(id(obj), key)]
             return layer
         self.notes.append(f"could not resolve config_from_object at {where}: not a module, "
                           "class or dict this audit can read")
@@ -1010,6 +1015,11 @@ def _source(node: ast.AST) -> str:
         return one_line(ast.unparse(node))
     except Exception:  # noqa: BLE001 - unparse of odd nodes
         return type(node).__name__
+
+
+def _short(node: ast.AST, limit: int = 60) -> str:
+    text = _source(node)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _rel(path: Path | str) -> str:

@@ -102,7 +102,8 @@ def test_split_settings_follow_star_imports() -> None:
 
 def test_an_environment_value_is_used_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "rediss://:pw@cache.example:6380/0")
-    findings = audit_config(read_config(str(CORPUS / "split_settings" / "config" / "celery_app.py")))
+    target = CORPUS / "split_settings" / "config" / "celery_app.py"
+    findings = audit_config(read_config(str(target)))
     verification = [f for f in findings if f.code == "tls-verification-disabled"]
     assert {f.setting for f in verification} == {
         "CELERY_BROKER_USE_SSL", "CELERY_REDIS_BACKEND_USE_SSL"
@@ -131,8 +132,10 @@ def test_an_unset_variable_without_default_is_unresolved_not_unset(tmp_path: Pat
     assert isinstance(conf.settings["broker_url"], Unresolved)
     assert "broker-url-unset" not in {f.code for f in audit_config(conf)}
     assert format_notes(conf) == [
-        f"could not resolve broker_url at {target}:2: "
-        "environment variable BROKER_URL is not set here and has no default"
+        (
+            f"could not resolve broker_url at {target}:2: "
+            "environment variable BROKER_URL is not set here and has no default"
+        )
     ]
 
 
@@ -173,7 +176,8 @@ def test_unknown_condition_is_named_in_the_reason() -> None:
 
 def test_reading_does_not_run_the_code(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    target = _write(tmp_path, f"open({str(marker)!r}, 'w').close()\nbroker_url = 'amqps://u:p@h//'\n")
+    source = f"open({str(marker)!r}, 'w').close()\nbroker_url = 'amqps://u:p@h//'\n"
+    target = _write(tmp_path, source)
     read_config(target)
     assert not marker.exists()
 
@@ -240,7 +244,7 @@ def test_cli_suggest_needs_an_inventory_and_a_host(capsys: pytest.CaptureFixture
 
 
 def test_cli_suggest_prints_the_rendered_secure_config(
-    write_inventory, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    write_inventory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     inv = write_inventory()
     argv = ["audit", str(CORPUS / "seed_app" / "proj_celery.py"), "--suggest",

@@ -12,9 +12,9 @@ from .checks import audit_config
 from .config import Config, Unresolved
 from .loader import load_config
 from .reader import read_config
-from .suggest import suggest
 from .report import exit_status, format_notes, format_table, to_json
 from .rules import RULES, TABLE, Finding, Rule, Severity
+from .suggest import suggest
 
 __all__ = [
     "RULES",

@@ -307,7 +307,9 @@ class _Audit:
         elif not self._signing_key_matches(cert):
             problem = "does not match security_key"
         if problem:
-            self.flag("signing-cert-invalid", "security_certificate", path=cert_path, problem=problem)
+            self.flag(
+                "signing-cert-invalid", "security_certificate", path=cert_path, problem=problem
+            )
 
     def _signing_key_matches(self, cert: Any) -> bool:
         key = self.eff.get("security_key")
@@ -353,7 +355,9 @@ class _Audit:
         if redis and opts.get("ssl_cert_reqs") is not None:
             self.note_spelling(ssl_setting, opts["ssl_cert_reqs"], from_url=False, backend=backend)
         elif not redis and opts.get("cert_reqs") is not None:
-            self.note_spelling(ssl_setting, opts["cert_reqs"], from_url=False, backend=False, amqp=True)
+            self.note_spelling(
+                ssl_setting, opts["cert_reqs"], from_url=False, backend=False, amqp=True
+            )
         self.check_tls(_Tls(ssl_setting, "redis" if redis else "amqp", opts))
 
     def check_backend(self) -> None:
@@ -444,7 +448,7 @@ class _Audit:
         self, setting: str, url: str, family: str, user: str | None, password: str | None
     ) -> None:
         url_password = password
-        if setting != "result_backend":  # kombu takes broker_user/broker_password if the URL has none
+        if setting != "result_backend":  # kombu: broker_user/broker_password if the URL has none
             sources = ("broker_user", "broker_password")
         elif family == "redis":  # Celery's Redis backend: redis_username/redis_password
             sources = ("redis_username", "redis_password")
@@ -547,7 +551,7 @@ class _Audit:
         self, setting: str, value: Any, *, from_url: bool, backend: bool, amqp: bool = False
     ) -> None:
         """Record how ssl_cert_reqs is spelled and flag spellings the consumer rejects."""
-        if isinstance(value, Unresolved) or isinstance(value, Partial):
+        if isinstance(value, (Unresolved, Partial)):
             return
         if isinstance(value, int) and not isinstance(value, bool):
             style = "constant"

@@ -375,7 +375,8 @@ class _Reader:
         parts = [p for p in name.lstrip(".").split(".") if p]
         if level:
             assert self._mod is not None
-            bases = [self._mod.path.parent.parents[level - 2] if level > 1 else self._mod.path.parent]
+            here = self._mod.path.parent
+            bases = [here.parents[level - 2] if level > 1 else here]
         else:
             start = (self._mod.path if self._mod else self.target).parent
             bases = [start, *list(start.parents)[:4], Path.cwd()]
@@ -534,7 +535,9 @@ class _Reader:
             if obj.name == "ssl" and hasattr(ssl, node.attr):
                 return getattr(ssl, node.attr)
             if obj.name == "django.conf.settings":
-                raise self._unknown(node, f"{_source(node)} is read from Django settings at run time")
+                raise self._unknown(
+                    node, f"{_source(node)} is read from Django settings at run time"
+                )
             return _Namespace(full)
         if isinstance(obj, _App):
             return _AppConf(obj) if node.attr == "conf" else _Method(obj, node.attr)
@@ -567,11 +570,11 @@ class _Reader:
     def _binop(self, node: ast.BinOp, scope: Mapping[str, Any], left: Any) -> Any:
         a = left if left is not None else self.value(node.left, scope)
         b = self.value(node.right, scope)
-        if isinstance(node.op, ast.Add) and (isinstance(a, str) or isinstance(b, str)):
-            if _is_unknown(a) or _is_unknown(b) or isinstance(a, Partial) or isinstance(b, Partial):
-                pa = _placeholder(node.left, a) if _is_unknown(a) else str(a)
-                pb = _placeholder(node.right, b) if _is_unknown(b) else str(b)
-                return Partial(pa + pb)
+        partial = any(_is_unknown(v) or isinstance(v, Partial) for v in (a, b))
+        if isinstance(node.op, ast.Add) and partial and any(isinstance(v, str) for v in (a, b)):
+            pa = _placeholder(node.left, a) if _is_unknown(a) else str(a)
+            pb = _placeholder(node.right, b) if _is_unknown(b) else str(b)
+            return Partial(pa + pb)
         for v in (a, b):
             if isinstance(v, _Unknown):
                 raise _Stop(v)
@@ -637,7 +640,8 @@ class _Reader:
             try:
                 return func.fn(*args, **kwargs)
             except Exception:  # noqa: BLE001
-                raise self._unknown(node, f"{_source(node)} fails or is computed at run time") from None
+                why = f"{_short(node)} fails or is computed at run time"
+                raise self._unknown(node, why) from None
         raise self._unknown(node, f"{_short(node)} is called at import time")
 
     def _env_call(self, node: ast.Call, scope: Mapping[str, Any], func: Any) -> Any:
@@ -738,7 +742,8 @@ class _Reader:
             if isinstance(var, str) and self.env.get(var):
                 app.source = self.env[var]
             else:
-                app.source = _Unknown(f"environment variable {var} is not set here", app.source_where)
+                why = f"environment variable {var} is not set here"
+                app.source = _Unknown(why, app.source_where)
         return None
 
     def _celery(self, node: ast.Call, scope: Mapping[str, Any]) -> _App:
@@ -793,7 +798,8 @@ class _Reader:
                 if path is None:
                     self.notes.append(
                         f"could not resolve config_from_object('django.conf:settings') at {where}: "
-                        f"no file for DJANGO_SETTINGS_MODULE={settings_module} near {_rel(self.target)}"
+                        f"no file for DJANGO_SETTINGS_MODULE={settings_module} "
+                        f"near {_rel(self.target)}"
                     )
                     return _Layer(namespace=namespace)
                 return self.settings_of(self.module(path), namespace=namespace, django=True)
@@ -858,9 +864,10 @@ class _Reader:
                 if prefix is not None:
                     if not name.startswith(prefix):
                         continue
-                elif django or name.isupper():
-                    if not name.startswith(_OLD_PREFIXES if django else SETTING_PREFIXES):
-                        continue
+                elif (django or name.isupper()) and not name.startswith(
+                    _OLD_PREFIXES if django else SETTING_PREFIXES
+                ):
+                    continue
             layer.settings[name] = value
             line_file = mod.line_files.get(name, mod.path)
             layer.lines[name] = f"{_rel(line_file)}:{mod.lines.get(name, '?')}"
@@ -911,7 +918,8 @@ class _Reader:
             return unresolved
         if isinstance(value, Partial):
             unknown = ", ".join(dict.fromkeys(re.findall(r"\$\{[^}]*\}", value))) or "some parts"
-            conf.unresolved.append(Unresolved(f"part of {path}", where, f"{unknown} not known here"))
+            note = Unresolved(f"part of {path}", where, f"{unknown} not known here")
+            conf.unresolved.append(note)
             return value
         if isinstance(value, dict):
             return {k: self._finish(f"{path}[{k!r}]", v, where, conf) for k, v in value.items()}
@@ -944,7 +952,7 @@ class _Child(dict):  # type: ignore[type-arg]
         self.local[key] = value
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default
+        return self[key] if key in self else default  # noqa: SIM401 - dict.get skips __getitem__
 
 
 @dataclass
@@ -1042,9 +1050,9 @@ def _has_plain_settings(mod: _Module) -> bool:
 def _inferred_namespace(mod: _Module) -> str | None:
     """'CELERY' when the module spells settings as CELERY_<name> that only a namespace reads."""
     for name in mod.scope:
-        if name.startswith("CELERY_") and name not in _TO_NEW_KEY:
-            if name[len("CELERY_"):].lower() in SETTING_KEYS:
-                return "CELERY"
+        rest = name.removeprefix("CELERY_")
+        if rest != name and name not in _TO_NEW_KEY and rest.lower() in SETTING_KEYS:
+            return "CELERY"
     return None
 
 
@@ -1061,7 +1069,9 @@ def _check_mixing(settings: Mapping[str, Any], namespace: str | None) -> None:
 
 def _find_target(target: str) -> Path:
     is_file = (
-        target.endswith(".py") or os.sep in target or (os.altsep is not None and os.altsep in target)
+        target.endswith(".py")
+        or os.sep in target
+        or (os.altsep is not None and os.altsep in target)
     )
     if is_file:
         path = Path(target)

@@ -254,3 +254,24 @@ def test_cli_suggest_prints_the_rendered_secure_config(
     suggestion = out[out.index("# Secure equivalent for worker-1"):]
     assert "amqps://" in suggestion or "rediss://" in suggestion
     assert "task_serializer" in suggestion
+
+
+def test_constructs_the_reader_does_not_model_are_not_a_crash(tmp_path: Path) -> None:
+    source = (
+        "import os\n"
+        "x = ', '.join([os.environ.get('A')])\n"
+        "y = '{name}'.format()\n"
+        "z = [i for i in range(3)]\n"
+        "f = lambda: 1\n"
+        "while False:\n    pass\n"
+        "del z\n"
+        "broker_url = 'amqps://u:p@h//'\n"
+    )
+    conf = read_config(_write(tmp_path, source))
+    assert conf.settings["broker_url"] == "amqps://u:p@h//"
+
+
+def test_installed_libraries_are_not_read(tmp_path: Path) -> None:
+    source = "import celery.app.base\nfrom kombu import Queue\nbroker_url = 'amqps://u:p@h//'\n"
+    target = _write(tmp_path, source)
+    assert read_config(target).files == [str(Path(target).resolve())]

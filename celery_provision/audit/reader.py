@@ -45,6 +45,7 @@ _OLD_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "BROKER_")
 _OPAQUE_MODULES = ("kombu", "celery.schedules", "datetime")  # Queue(...), crontab(...): values
 _DJANGO_MARKERS = ("INSTALLED_APPS", "ROOT_URLCONF", "MIDDLEWARE")
 _MAX_DEPTH = 8
+_MAX_MODULES = 40
 
 
 def read_config(
@@ -203,8 +204,12 @@ class _Reader:
         path = path.resolve()
         if path in self._modules:
             return self._modules[path]
+        if len(self._modules) >= _MAX_MODULES:
+            self.notes.append(f"{_rel(path)}: not read, more than {_MAX_MODULES} modules imported")
+            return _Module(path)
         if self._depth > _MAX_DEPTH:
-            raise ProvisionError("imports nest too deeply to follow", where=str(path))
+            self.notes.append(f"{_rel(path)}: not read, imports nest too deeply to follow")
+            return _Module(path)
         try:
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -244,7 +249,9 @@ class _Reader:
             try:
                 self.statement(stmt, scope)
             except _Stop:
-                pass  # a statement with no effect on settings that could not be followed
+                pass  # a statement that could not be followed; its values say why
+            except (Exception, RecursionError):  # noqa: BLE001, S110 - user code is arbitrary
+                pass  # a construct the reader does not model: never a crash
 
     def statement(self, stmt: ast.stmt, scope: dict[str, Any]) -> None:
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
@@ -276,7 +283,8 @@ class _Reader:
             scope[stmt.name] = _Class(stmt.name, dict(attrs))
         elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             scope[stmt.name] = _Opaque(f"function {stmt.name}")
-            self.function(stmt, scope)
+            if _makes_an_app(stmt):
+                self.function(stmt, scope)
 
     def function(self, stmt: ast.FunctionDef | ast.AsyncFunctionDef, scope: dict[str, Any]) -> None:
         """Read a function's body once, its arguments unknown, for apps made inside it."""
@@ -326,8 +334,8 @@ class _Reader:
         for alias in stmt.names:
             if alias.name == "*":
                 found = self.find_module(base, stmt)
-                if found is not None:
-                    mod = self.module(found)
+                mod = self.imported(found) if found is not None else None
+                if mod is not None:
                     for name, value in mod.scope.items():
                         if not name.startswith("_"):
                             scope[name] = value
@@ -343,13 +351,19 @@ class _Reader:
         if name in mod.origins:
             self._mod.origins[name] = mod.origins[name]
 
+    def imported(self, path: Path) -> _Module | None:
+        """Read an imported module; one note instead of an error when it cannot be read."""
+        try:
+            return self.module(path)
+        except ProvisionError as exc:
+            self.notes.append(f"imported module not read: {exc}")
+            return None
+
     def import_module(self, name: str, stmt: ast.stmt) -> Any:
-        found = None if name in ("os", "ssl", "celery", "environ", "decouple") else (
-            self.find_module(name, stmt)
-        )
-        if found is not None:
-            return self.module(found)
-        return _Namespace(name)
+        if name in ("os", "ssl", "celery", "environ", "decouple"):
+            return _Namespace(name)
+        assert self._mod is not None
+        return _Lazy(self, self._mod.path, name, None)
 
     def import_name(self, base: str, name: str, stmt: ast.stmt) -> Any:
         full = f"{base}.{name}" if not base.endswith(".") else base + name
@@ -359,27 +373,51 @@ class _Reader:
             return _Namespace(full if base != "decouple" or name != "config" else "decouple.config")
         if base.startswith(_OPAQUE_MODULES):
             return _Namespace(full)
-        found = self.find_module(full, stmt)  # from . import celeryconfig
-        if found is not None:
-            return self.module(found)
-        found = self.find_module(base, stmt)  # from .base import REDIS_URL
-        if found is not None:
-            mod = self.module(found)
-            if name in mod.scope:
-                return mod.scope[name]
-        return _Namespace(full)
+        assert self._mod is not None
+        return _Lazy(self, self._mod.path, base, name)
 
-    def find_module(self, name: str, node: ast.AST | None = None) -> Path | None:
-        """The file of module NAME (relative names from the current module), or None."""
+    def resolve(self, lazy: _Lazy) -> Any:
+        """Read the module an import names, when a value from it is first needed."""
+        base, name = lazy.module, lazy.name
+        if name is not None:
+            full = f"{base}.{name}" if not base.endswith(".") else base + name
+            found = self.find_module(full, near=lazy.near)  # from . import celeryconfig
+            mod = self.imported(found) if found is not None else None
+            if mod is not None:
+                return mod
+        found = self.find_module(base, near=lazy.near)  # from .base import REDIS_URL
+        mod = self.imported(found) if found is not None else None
+        if mod is None:
+            return _Namespace(base if name is None else f"{base}.{name}")
+        if name is None:
+            return mod
+        if name in mod.scope:
+            return mod.scope[name]
+        return _Unknown(f"{name} is not set in {_rel(mod.path)}", _rel(lazy.near))
+
+    def find_module(
+        self, name: str, node: ast.AST | None = None, *, near: Path | None = None
+    ) -> Path | None:
+        """The file of module NAME in the target's project (relative to NEAR's package), or None.
+
+        Absolute names are looked up beside NEAR, one level up (where manage.py lives),
+        at the root of NEAR's package and in the current directory, as sys.path would
+        hold them for the project; installed libraries are never read.
+        """
+        near = near or (self._mod.path if self._mod else self.target)
         level = len(name) - len(name.lstrip("."))
         parts = [p for p in name.lstrip(".").split(".") if p]
         if level:
-            assert self._mod is not None
-            here = self._mod.path.parent
+            here = near.parent
+            if level - 2 >= len(here.parents):
+                return None
             bases = [here.parents[level - 2] if level > 1 else here]
         else:
-            start = (self._mod.path if self._mod else self.target).parent
-            bases = [start, *list(start.parents)[:4], Path.cwd()]
+            start = near.parent
+            top = start
+            while (top / "__init__.py").is_file() and top.parent != top:
+                top = top.parent
+            bases = list(dict.fromkeys([start, start.parent, top, Path.cwd()]))
         for root in bases:
             stem = root.joinpath(*parts) if parts else root
             for candidate in (stem.with_suffix(".py") if parts else None, stem / "__init__.py"):
@@ -460,7 +498,10 @@ class _Reader:
                 origin = self._mod.origins.get(node.id)
                 if origin:
                     self._seen.append(origin)
-                return scope[node.id]
+                value = scope[node.id]
+                if isinstance(value, _Lazy):
+                    value = value.value()
+                return value
             builtin = _BUILTINS.get(node.id)
             if builtin is not None:
                 return builtin
@@ -852,7 +893,8 @@ class _Reader:
         layer = _Layer(namespace=namespace, django=django)
         for name, value in mod.scope.items():
             if name.startswith("_") or isinstance(
-                value, (_Namespace, _Module, _Class, _App, _AppConf, _Env, _Method, _Builtin)
+                value,
+                (_Namespace, _Module, _Class, _App, _AppConf, _Env, _Method, _Builtin, _Lazy),
             ):
                 continue
             if isinstance(value, _Opaque) and value.text.startswith("function "):
@@ -933,6 +975,32 @@ class _Reader:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _makes_an_app(stmt: ast.AST) -> bool:
+    """Whether a function body calls Celery(...) (the only bodies worth reading)."""
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name == "Celery":
+                return True
+    return False
+
+
+class _Lazy:
+    """An imported module or name, read only when a value from it is needed."""
+
+    def __init__(self, reader: _Reader, near: Path, module: str, name: str | None) -> None:
+        self.reader, self.near, self.module, self.name = reader, near, module, name
+        self._value: Any = None
+        self._done = False
+
+    def value(self) -> Any:
+        if not self._done:
+            self._done = True
+            self._value = self.reader.resolve(self)
+        return self._value
 
 
 class _Child(dict):  # type: ignore[type-arg]

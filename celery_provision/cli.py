@@ -158,9 +158,21 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from . import audit
 
-    conf = audit.load_config(args.target)
+    if args.suggest and not (args.inventory and args.host):
+        raise ProvisionError("--suggest needs -i INVENTORY and --host HOST (the host to render)")
+    if args.suggest and args.json:
+        raise ProvisionError("--suggest prints Python source: use it without --json")
+    if args.import_module:
+        conf: Any = audit.load_config(args.target)
+    else:
+        conf = audit.read_config(args.target, namespace=args.namespace)
+        for line in audit.format_notes(conf):
+            print(f"{PROG}: note: {line}", file=sys.stderr)
     findings = audit.audit_config(conf)
     print(audit.to_json(findings) if args.json else audit.format_table(findings))
+    if args.suggest:
+        print()
+        print(audit.suggest(args.inventory, args.host, pki_dir=args.pki_dir), end="")
     return audit.exit_status(findings, audit.Severity[args.fail_on.upper()])
 
 
@@ -231,10 +243,18 @@ def _parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_render)
 
     sp = sub.add_parser("audit", help="audit a Celery configuration (module path or file)")
-    sp.add_argument("target", help="module path (proj.celeryconfig) or file (celeryconfig.py)")
+    sp.add_argument("target", help="config module, app module or Django settings (file or module path)")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--fail-on", default="high", choices=("info", "low", "medium", "high", "critical"),
                     help="exit 1 when a finding is at least this severe (default: high)")
+    sp.add_argument("--namespace", help="read NAMESPACE_X names, as config_from_object(..., namespace=NAMESPACE)")
+    sp.add_argument("--import", dest="import_module", action="store_true",
+                    help="import the target (runs its code) instead of reading its source")
+    sp.add_argument("--suggest", action="store_true",
+                    help="also print the secure configuration rendered for --host from -i INVENTORY")
+    sp.add_argument("-i", "--inventory", help="Ansible inventory (for --suggest)")
+    sp.add_argument("--host", help="inventory host whose configuration --suggest prints")
+    sp.add_argument("--pki-dir", help="PKI directory (for --suggest; default: derived from the inventory)")
     sp.set_defaults(func=cmd_audit)
 
     sp = inv(sub.add_parser("verify", help="check the live deployment: TLS, refusals, a signed canary task"))

@@ -7,6 +7,10 @@ scan is given the deployment CA as its custom trust store (`custom_ca_file`), an
 asserts that the chain validates against exactly that CA; the public stores' failure to
 validate a private CA is expected and only printed, never counted as compliance.
 Where the brokers differ from "modern" is printed, not asserted.
+
+Policy: what the brokers accept is checked against the project's one TLS policy,
+roles/tls_policy/defaults/main.yml, read from that file: no suite, version or group
+outside it may be accepted.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from sslyze import (
     CertificateInfoExtraArgument,
     ClientAuthenticationCredentials,
@@ -33,6 +38,21 @@ from sslyze.mozilla_tls_profile.tls_config_checker import (
 )
 
 CUSTOM_STORE = "Supplied CA file"  # sslyze's name for the trust store built from custom_ca_file
+
+#: The one TLS policy of the roles, read from its one place.
+POLICY = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "roles" / "tls_policy" / "defaults" / "main.yml").read_text())
+
+
+def _policy_suites() -> dict[str, set[str]]:
+    """The suites the policy allows, by sslyze scan field (``tls_1_2_cipher_suites``...): the
+    policy's lists for its versions, nothing for every other version sslyze scans."""
+    by_version = {"1.2": POLICY["tls_policy_tls12_ciphers"], "1.3": POLICY["tls_policy_tls13_ciphersuites"]}
+    allowed = {c.value: set() for c in SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER if c.value.endswith("_cipher_suites")}
+    for version in POLICY["tls_policy_versions"]:
+        number = version.removeprefix("TLSv")
+        allowed[f"tls_{number.replace('.', '_')}_cipher_suites"] = set(by_version[number])
+    return allowed
 
 
 def _server_name(live, kind: str) -> str:
@@ -106,12 +126,20 @@ def test_broker_complies_with_mozilla_intermediate(scans, kind: str) -> None:
     result = scans[kind]
     assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace
     assert not _failed_commands(result), _failed_commands(result)
-    accepted = {version: [s.cipher_suite.name for s in getattr(result.scan_result, field).result.accepted_cipher_suites]
-                for version, field in (("TLSv1.2", "tls_1_2_cipher_suites"), ("TLSv1.3", "tls_1_3_cipher_suites"))}
+    allowed = _policy_suites()
+    accepted = {field: [s.cipher_suite.openssl_name for s in getattr(result.scan_result, field).result.accepted_cipher_suites]
+                for field in allowed}
     print(f"\n{kind}: accepted {accepted}")
-    assert accepted["TLSv1.2"] or accepted["TLSv1.3"], "the scan saw no accepted suite: it measured nothing"
+    assert any(accepted.values()), "the scan saw no accepted suite: it measured nothing"
+    outside = {field: sorted(set(names) - allowed[field]) for field, names in accepted.items()
+               if set(names) - allowed[field]}
+    assert not outside, f"{kind} accepts suites outside the TLS policy (roles/tls_policy): {outside}"
     curves = result.scan_result.elliptic_curves.result.supported_curves or []
     print(f"{kind}: curves {[c.name for c in curves]}")
+    # sslyze names curves the SECG way (X25519, secp256r1), the policy the IANA way (x25519, secp256r1).
+    groups = {g.casefold() for g in POLICY["tls_policy_groups"]}
+    extra = sorted(c.name for c in curves if c.name.casefold() not in groups)
+    assert not extra, f"{kind} offers key exchange groups outside the TLS policy (roles/tls_policy): {extra}"
     modern = _issues(result, TlsConfigurationEnum.MOZILLA_MODERN)
     print(f"\n{kind}: differences from Mozilla 'modern' (reported, not asserted):")
     for name, issue in sorted(modern.items()):

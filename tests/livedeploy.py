@@ -84,7 +84,8 @@ class LocalDeployment:
 
 def _stop_all(d: Any) -> None:
     for worker in d.group("celery_workers"):
-        subprocess.run(["service", worker_service_name(worker.name), "stop"], capture_output=True, check=False)
+        subprocess.run(["service", worker_service_name(worker.name), "stop"],
+                       capture_output=True, check=False)
     for name in BROKER_SERVICES:
         subprocess.run(["service", name, "stop"], capture_output=True, check=False)
 

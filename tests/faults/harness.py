@@ -138,7 +138,8 @@ class Worker:
     def __init__(self, deployment: LocalDeployment) -> None:
         host = deployment.deployment.group("celery_workers")[0].name
         self.service = deployment.worker_service
-        self.pidfile = Path(role_default("celery_worker", "celery_worker_run_dir", host)) / f"{self.service}.pid"
+        run_dir = Path(role_default("celery_worker", "celery_worker_run_dir", host))
+        self.pidfile = run_dir / f"{self.service}.pid"
         self.state_dir = Path(role_default("celery_worker", "celery_worker_state_dir", host))
         self.user = str(role_default("celery_worker", "celery_worker_user", host))
 

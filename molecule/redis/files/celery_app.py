@@ -15,7 +15,7 @@ def setting(name):
     """A value verify.yml passes in the environment; none has a default here."""
     value = os.environ.get(name)
     if not value:
-        sys.exit(f"celery_app.py: {name} is not set (molecule/redis/verify.yml sets it from the model)")
+        sys.exit(f"celery_app.py: {name} is not set (verify.yml sets it from the model)")
     return value
 
 

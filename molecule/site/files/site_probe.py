@@ -28,7 +28,7 @@ def config_dir():
     """The worker's configuration directory; no default here (`connect` does not need it)."""
     path = os.environ.get("SITE_CONFIG_DIR")
     if not path:
-        sys.exit("site_probe.py: SITE_CONFIG_DIR is not set (molecule/site/verify.yml sets it from the model)")
+        sys.exit("site_probe.py: SITE_CONFIG_DIR is not set (verify.yml sets it from the model)")
     return path
 
 

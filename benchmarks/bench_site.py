@@ -40,6 +40,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from livedeploy import role_default  # noqa: E402  (the tests' one reader of the role defaults)
+
 TARGET_RATIO = 1.5
 
 
@@ -127,7 +131,8 @@ def machine_state() -> str:
         return subprocess.run(["service", service, "status"], capture_output=True).returncode == 0
 
     pkgs = ", ".join(f"{p} {'yes' if installed(p) else 'no'}" for p in ("rabbitmq-server", "redis-server", "nftables"))
-    venv = "yes" if Path("/opt/celery-provision/venv/bin/celery").exists() else "no"
+    celery = Path(role_default("celery_worker", "celery_worker_venv")) / "bin" / "celery"
+    venv = "yes" if celery.exists() else "no"
     svcs = ", ".join(f"{s} {'running' if running(s) else 'stopped'}" for s in ("rabbitmq-server", "redis-server"))
     return f"packages installed: {pkgs}; worker venv present: {venv}; {svcs}"
 

@@ -13,8 +13,8 @@ delivery settings: acks late, prefetch 1, publisher confirms, durable queue):
                loopback ports (plain AMQP, plain Redis, no auth beyond guest), JSON.
 
 Why separate plaintext brokers rather than `rabbitmq_plaintext_loopback_enabled`: turning
-that on reconfigures the shared deployment (and `verify`, run by other jobs, checks that
-port 5672 is refused), and Redis has no such switch at all. The separate instances use the
+that on reconfigures the shared deployment (and `verify`, run by other jobs, checks that the
+plaintext AMQP port is refused), and Redis has no such switch at all. The separate instances use the
 same packages and durability settings (RabbitMQ defaults, Redis appendonly everysec).
 
 Variants run interleaved (secured, tls, plaintext, secured, ...) and the median of each is
@@ -48,6 +48,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from livedeploy import worker_service_name  # noqa: E402  (celery_worker_service_name, role default)
 
 from celery_provision import model, render  # noqa: E402
 
@@ -220,11 +223,12 @@ def _client(work: Path, variant: str) -> Any:
     return app
 
 
-def _start_worker(work: Path, variant: str, concurrency: int) -> subprocess.Popen[bytes]:
+def _start_worker(work: Path, variant: str, concurrency: int,
+                  queue: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": f"{work}:{REPO}", "CELERY_CONFIG_MODULE": f"{variant}_worker"}
     log = open(work / f"worker-{variant}.log", "ab")
     return subprocess.Popen(
-        [str(Path(sys.executable).parent / "celery"), "-A", "benchapp", "worker", "-Q", "celery",
+        [str(Path(sys.executable).parent / "celery"), "-A", "benchapp", "worker", "-Q", queue,
          "-c", str(concurrency), "--hostname", f"bench-{variant}@%h", "--loglevel", "WARNING"],
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -247,9 +251,10 @@ def _batch(app: Any, n: int, timeout: float) -> float:
     return time.perf_counter() - started
 
 
-def measure(work: Path, variant: str, n: int, concurrency: int) -> float:
-    """Tasks per second of one run of *variant* (worker started, warmed up, then timed)."""
-    worker = _start_worker(work, variant, concurrency)
+def measure(work: Path, variant: str, n: int, concurrency: int, queue: str) -> float:
+    """Tasks per second of one run of *variant* (worker started, warmed up, then timed); the
+    tasks go to *queue*, the rendered configuration's task_default_queue."""
+    worker = _start_worker(work, variant, concurrency, queue)
     app = _client(work, variant)
     try:
         _batch(app, 50, timeout=120)  # worker ready, connections and pools warm
@@ -282,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     d = model.load(args.inventory)
     worker_host = d.group("celery_workers")[0]
     client_host = (d.group("celery_clients") or d.group("celery_workers"))[0]
-    service = f"celery-worker-{worker_host.name}"
+    service = worker_service_name(worker_host.name)
+    queue = d.settings.queues[0]  # the rendered configuration's task_default_queue
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     os.chmod(work, 0o700)
     rabbit = PlainRabbitMQ(work / "rabbitmq", args.amqp_port, args.dist_port)
@@ -298,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         stopped_service = subprocess.run(["service", service, "stop"], capture_output=True).returncode == 0
         for r in range(args.rounds):
             for variant in VARIANTS:
-                rate = measure(work, variant, args.tasks, args.concurrency)
+                rate = measure(work, variant, args.tasks, args.concurrency, queue)
                 rates[variant].append(rate)
                 print(f"  round {r + 1} {variant:<9} {rate:8.1f} tasks/s", flush=True)
     finally:

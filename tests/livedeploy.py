@@ -19,7 +19,45 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The Debian packages' service names (the rabbitmq role's vars/Debian.yml, redis_service_name).
 BROKER_SERVICES = ("rabbitmq-server", "redis-server")
+
+
+def role_default(role: str, name: str, host: str | None = None) -> Any:
+    """A role default as the role sees it for *host*: `roles/<role>/defaults/main.yml`, templated
+    with the role's other defaults and `inventory_hostname` (an inventory that overrides it is
+    not read: the model exports the variables a deployment may override)."""
+    import jinja2
+    import yaml
+
+    defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    context = {**defaults, **({"inventory_hostname": host} if host is not None else {})}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    value = defaults[name]
+    for _ in range(5):  # a default may refer to another templated default
+        if not (isinstance(value, str) and "{{" in value):
+            break
+        value = env.from_string(value).render(context)
+    return value
+
+
+def platform_var(role: str, name: str) -> Any:
+    """A role's platform fact for this machine (`roles/<role>/vars/<os_family>.yml`, then the
+    release's override), as the role's `tasks/platform.yml` loads them."""
+    import yaml
+
+    major = Path("/etc/debian_version").read_text().split(".")[0].strip()
+    values: dict[str, Any] = {}
+    for name_ in ("Debian.yml", f"Debian-{major}.yml"):
+        path = REPO / "roles" / role / "vars" / name_
+        if path.exists():
+            values.update(yaml.safe_load(path.read_text()) or {})
+    return values[name]
+
+
+def worker_service_name(host: str) -> str:
+    """The worker's service name on *host* (celery_worker_service_name)."""
+    return str(role_default("celery_worker", "celery_worker_service_name", host))
 
 
 def run(*argv: str | Path, check: bool = True, timeout: float = 900, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -44,7 +82,7 @@ class LocalDeployment:
 
     @property
     def worker_service(self) -> str:
-        return f"celery-worker-{self.deployment.group('celery_workers')[0].name}"
+        return worker_service_name(self.deployment.group("celery_workers")[0].name)
 
     def service(self, name: str, action: str) -> None:
         run("service", name, action, timeout=180)
@@ -60,7 +98,8 @@ class LocalDeployment:
 
 def _stop_all(d: Any) -> None:
     for worker in d.group("celery_workers"):
-        subprocess.run(["service", f"celery-worker-{worker.name}", "stop"], capture_output=True, check=False)
+        subprocess.run(["service", worker_service_name(worker.name), "stop"],
+                       capture_output=True, check=False)
     for name in BROKER_SERVICES:
         subprocess.run(["service", name, "stop"], capture_output=True, check=False)
 

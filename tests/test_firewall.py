@@ -24,13 +24,18 @@ import pytest
 
 try:
     from tests import netns
+    from tests.livedeploy import role_default
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
     import netns
+    from livedeploy import role_default
 
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOK = REPO / "playbooks" / "firewall.yml"
 TABLE = "celery_provision"
-AMQPS, REDIS_TLS, SSH = 5671, 6380, 2222  # SSH: a port the rules do not list
+# The brokers' TLS ports, from the roles' defaults; SSH: a port the rules do not list.
+AMQPS = int(role_default("rabbitmq", "rabbitmq_tls_port"))
+REDIS_TLS = int(role_default("redis", "redis_tls_port"))
+SSH = 2222
 PORTS = (AMQPS, REDIS_TLS, SSH)
 
 pytestmark = pytest.mark.slow
@@ -298,23 +303,23 @@ def _filters():
 
 def test_rules_for_the_same_port_merge_their_sources():
     ports = _filters()["firewall_ports"]([
-        {"port": 5671, "proto": "tcp", "sources": ["192.0.2.11/32"], "comment": "AMQPS"},
-        {"port": 5671, "proto": "tcp", "sources": ["198.51.100.0/24"], "comment": "admins"},
+        {"port": AMQPS, "proto": "tcp", "sources": ["192.0.2.11/32"], "comment": "AMQPS"},
+        {"port": AMQPS, "proto": "tcp", "sources": ["198.51.100.0/24"], "comment": "admins"},
     ])
-    assert [(p["port"], p["v4"]) for p in ports] == [(5671, ["192.0.2.11/32", "198.51.100.0/24"])]
+    assert [(p["port"], p["v4"]) for p in ports] == [(AMQPS, ["192.0.2.11/32", "198.51.100.0/24"])]
 
 
 def test_overlapping_sources_collapse_into_the_wider_network():
     ports = _filters()["firewall_ports"]([
-        {"port": 5671, "proto": "tcp", "sources": ["192.0.2.0/24", "192.0.2.11/32", "::1/128"]},
+        {"port": AMQPS, "proto": "tcp", "sources": ["192.0.2.0/24", "192.0.2.11/32", "::1/128"]},
     ])
     assert (ports[0]["v4"], ports[0]["v6"]) == (["192.0.2.0/24"], ["::1/128"])
 
 
 @pytest.mark.parametrize("rule, message", [
     ({"port": 0, "sources": []}, "port 0 is not an integer between 1 and 65535"),
-    ({"port": 5671, "proto": "sctp", "sources": []}, "proto 'sctp' is not one of tcp, udp"),
-    ({"port": 5671, "sources": "192.0.2.0/24"}, "sources must be a list"),
+    ({"port": AMQPS, "proto": "sctp", "sources": []}, "proto 'sctp' is not one of tcp, udp"),
+    ({"port": AMQPS, "sources": "192.0.2.0/24"}, "sources must be a list"),
 ])
 def test_malformed_rule_is_reported(rule, message):
     errors = _filters()["firewall_rule_errors"]([rule])
@@ -323,6 +328,6 @@ def test_malformed_rule_is_reported(rule, message):
 
 def test_comment_cannot_break_out_of_the_nft_string():
     ports = _filters()["firewall_ports"]([
-        {"port": 5671, "sources": [], "comment": 'x" accept; drop "'},
+        {"port": AMQPS, "sources": [], "comment": 'x" accept; drop "'},
     ])
     assert '"' not in ports[0]["comment"]

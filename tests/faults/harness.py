@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import yaml
-
-from livedeploy import REPO, LocalDeployment
+from livedeploy import LocalDeployment, role_default
 
 #: Tasks per scenario; each sleeps 5-20 ms before recording its execution.
 TASKS = 1000
@@ -41,12 +38,6 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = RUN_TIME
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
-
-
-def _worker_setting(name: str, host: str) -> str:
-    """A celery_worker role default as the host sees it (the local inventory keeps them)."""
-    defaults = yaml.safe_load((REPO / "roles" / "celery_worker" / "defaults" / "main.yml").read_text())
-    return jinja2.Template(str(defaults[name])).render(inventory_hostname=host)
 
 
 @dataclass
@@ -147,9 +138,10 @@ class Worker:
     def __init__(self, deployment: LocalDeployment) -> None:
         host = deployment.deployment.group("celery_workers")[0].name
         self.service = deployment.worker_service
-        self.pidfile = Path(_worker_setting("celery_worker_run_dir", host)) / f"{self.service}.pid"
-        self.state_dir = Path(_worker_setting("celery_worker_state_dir", host))
-        self.user = _worker_setting("celery_worker_user", host)
+        run_dir = Path(role_default("celery_worker", "celery_worker_run_dir", host))
+        self.pidfile = run_dir / f"{self.service}.pid"
+        self.state_dir = Path(role_default("celery_worker", "celery_worker_state_dir", host))
+        self.user = str(role_default("celery_worker", "celery_worker_user", host))
 
     def main_pid(self) -> int:
         pid = int(self.pidfile.read_text().strip())

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import secprobe
+from livedeploy import role_default
 from secprobe import Endpoint, Issuer
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = REPO / "roles"
 WAIT = 90.0  # the longest a probe waits for the worker before giving up (a deadline, not a measurement)
 
 
@@ -38,13 +37,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # --------------------------------------------------------------------------- the deployment
-
-
-def role_default(role: str, name: str, host: str) -> Any:
-    """A role default as the role sees it for *host* (only `inventory_hostname` is templated)."""
-    data = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
-    value = data[name]
-    return value.replace("{{ inventory_hostname }}", host) if isinstance(value, str) else value
 
 
 @dataclass

@@ -14,18 +14,31 @@ from pathlib import Path
 import pytest
 
 import secprobe
+from livedeploy import platform_var, role_default
 
-DEPLOYED_TREES = ("/etc/rabbitmq", "/etc/redis", "/etc/celery-provision", "/opt/celery-provision")
+# The trees the roles write, from their defaults: the brokers' configuration directories (the
+# parents of their TLS directories), every worker's (the parent of celery_worker_config_dir,
+# one per host) and the shared install tree (the parent of the worker venv).
+RABBITMQ_TLS_DIR = Path(role_default("rabbitmq", "rabbitmq_tls_dir"))
+REDIS_TLS_DIR = Path(role_default("redis", "redis_tls_dir"))
+WORKER_CONFIG_TREE = str(Path(role_default("celery_worker", "celery_worker_config_dir", "_")).parent)
+WORKER_VENV = str(role_default("celery_worker", "celery_worker_venv"))
+WORKER_GROUP = str(role_default("celery_worker", "celery_worker_group"))
+DEPLOYED_TREES = (str(RABBITMQ_TLS_DIR.parent), str(REDIS_TLS_DIR.parent), WORKER_CONFIG_TREE,
+                  str(Path(WORKER_VENV).parent))
 # Third-party code the roles install (its test vectors and docs hold PEM markers), not deployed secrets.
-NOT_DEPLOYED_SECRETS = ("/opt/celery-provision/venv/",)
-LOG_TREES = ("/var/log/rabbitmq", "/var/log/redis", "/var/log/celery-provision")
+NOT_DEPLOYED_SECRETS = (WORKER_VENV.rstrip("/") + "/",)
+# /var/log/rabbitmq and the cookie's directory (the rabbitmq user's home) are the package's own.
+LOG_TREES = ("/var/log/rabbitmq", str(Path(platform_var("redis", "_redis_log_file")).parent),
+             str(role_default("celery_worker", "celery_worker_log_dir")))
+ERLANG_COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
 SECRET_NAMES = re.compile(r"(\.key|\.password|\.acl|\.erlang\.cookie)$")
 # Owner and group a secret-bearing file may have, per tree: the service reads it through its group.
 OWNERS = {
-    "/etc/rabbitmq": ({"root", "rabbitmq"}, {"rabbitmq"}),
-    "/etc/redis": ({"root", "redis"}, {"redis"}),
-    "/etc/celery-provision": ({"root"}, {"celery"}),
-    "/var/lib/rabbitmq": ({"rabbitmq"}, {"rabbitmq"}),
+    str(RABBITMQ_TLS_DIR.parent): ({"root", "rabbitmq"}, {"rabbitmq"}),
+    str(REDIS_TLS_DIR.parent): ({"root", "redis"}, {"redis"}),
+    WORKER_CONFIG_TREE: ({"root"}, {WORKER_GROUP}),
+    str(Path(ERLANG_COOKIE).parent): ({"rabbitmq"}, {"rabbitmq"}),
 }
 SECRET_MODES = {0o400, 0o440, 0o600, 0o640}
 
@@ -50,14 +63,16 @@ def read(path: Path) -> str:
 def expected_files(live) -> dict[str, tuple[str, str, int]]:
     """The key and password files the roles deploy, with the owner, group and mode chosen."""
     out = {
-        "/etc/rabbitmq/tls/server.key": ("root", "rabbitmq", 0o640),
-        "/etc/redis/tls/server.key": ("root", "redis", 0o640),
-        "/etc/redis/users.acl": ("redis", "redis", 0o640),
-        "/var/lib/rabbitmq/.erlang.cookie": ("rabbitmq", "rabbitmq", 0o400),
+        str(RABBITMQ_TLS_DIR / "server.key"): ("root", "rabbitmq", 0o640),
+        str(REDIS_TLS_DIR / "server.key"): ("root", "redis", 0o640),
+        str(platform_var("redis", "_redis_aclfile_path")): ("redis", "redis", 0o640),
+        ERLANG_COOKIE: ("rabbitmq", "rabbitmq", 0o400),
     }
     for app in live.d.apps:
-        for name in ("client.key", "signing.key", "rabbitmq.password", "redis.password"):
-            out[f"/etc/celery-provision/{app.name}/{name}"] = ("root", "celery", 0o640)
+        files = live.d.app_files(app)  # on the host: the keys and one password file per service
+        passwords = [files.secrets_dir / name for _, name in files.secrets]
+        for path in (files.client_key, files.signing_key, *passwords):
+            out[str(path)] = ("root", WORKER_GROUP, 0o640)
     return out
 
 
@@ -92,7 +107,7 @@ def test_every_secret_bearing_deployed_file_is_readable_by_its_service_only(live
     name), wherever the roles put it, is 0600/0640/0400/0440 and owned per its tree."""
     wrong = []
     checked = 0
-    cookie = [Path("/var/lib/rabbitmq/.erlang.cookie")] if Path("/var/lib/rabbitmq/.erlang.cookie").exists() else []
+    cookie = [Path(ERLANG_COOKIE)] if Path(ERLANG_COOKIE).exists() else []
     for path in files_under(*DEPLOYED_TREES) + cookie:
         text = read(path)
         holds = (SECRET_NAMES.search(path.name) or "PRIVATE KEY-----" in text

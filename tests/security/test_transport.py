@@ -43,7 +43,7 @@ def legacy_context(live, name: str) -> ssl.SSLContext:
 
 @pytest.mark.probe
 def test_plaintext_port_does_not_speak_the_protocol(broker: Endpoint) -> None:
-    """Nothing answers AMQP on 5672 or RESP on 6379."""
+    """Nothing answers AMQP or RESP on the daemons' plaintext ports (model.PLAINTEXT_PORTS)."""
     outcome = secprobe.plaintext_attempt(broker.kind, broker.address, broker.plaintext_port, broker.hello)
     assert not outcome.got_in, outcome.detail
 

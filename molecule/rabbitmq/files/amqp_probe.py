@@ -5,6 +5,9 @@
     amqp_probe.py roundtrip                kombu publish + consume on queue "celery"
     amqp_probe.py put QUEUE BODY           persistent message (as the Celery user)
     amqp_probe.py get QUEUE                consume one message and print its body
+
+The broker's name, TLS port and vhost and the Celery user come from the environment
+(VERIFY_SERVER, VERIFY_PORT, VERIFY_VHOST, VERIFY_USER), set by verify.yml from the model.
 """
 
 import argparse
@@ -16,11 +19,20 @@ import sys
 import amqp
 import kombu
 
-HERE = "/opt/rabbitmq-verify"
-SERVER = os.environ["VERIFY_SERVER"]  # host name (in the certificate) of the broker
-PORT = int(os.environ.get("VERIFY_PORT", "5671"))
-USER = os.environ["VERIFY_USER"]
-VHOST = os.environ.get("VERIFY_VHOST", "celery")
+
+def setting(name):
+    """A value verify.yml passes in the environment; none has a default here."""
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"amqp_probe.py: {name} is not set (verify.yml sets it from the model)")
+    return value
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))  # the verify directory, with tls/ and password
+SERVER = setting("VERIFY_SERVER")  # host name (in the certificate) of the broker
+PORT = int(setting("VERIFY_PORT"))
+USER = setting("VERIFY_USER")
+VHOST = setting("VERIFY_VHOST")
 
 
 def password():

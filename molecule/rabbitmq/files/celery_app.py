@@ -1,19 +1,35 @@
-"""Celery app of the verify step: RabbitMQ broker (amqps, mutual TLS), RPC result backend."""
+"""Celery app of the verify step: RabbitMQ broker (amqps, mutual TLS), RPC result backend.
+
+The broker's name, TLS port and vhost and the Celery user come from the environment
+(VERIFY_SERVER, VERIFY_PORT, VERIFY_VHOST, VERIFY_USER), set by verify.yml from the model.
+"""
 
 import os
 import ssl
+import sys
 
 from celery import Celery
 
-HERE = "/opt/rabbitmq-verify"
-SERVER = os.environ["VERIFY_SERVER"]
-USER = os.environ["VERIFY_USER"]
+
+def setting(name):
+    """A value verify.yml passes in the environment; none has a default here."""
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"celery_app.py: {name} is not set (verify.yml sets it from the model)")
+    return value
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))  # the verify directory, with tls/ and password
+SERVER = setting("VERIFY_SERVER")
+PORT = int(setting("VERIFY_PORT"))
+VHOST = setting("VERIFY_VHOST")
+USER = setting("VERIFY_USER")
 with open(f"{HERE}/password", encoding="ascii") as fh:
     PASSWORD = fh.read().strip()
 
 app = Celery("verify")
 app.conf.update(
-    broker_url=f"amqps://{USER}:{PASSWORD}@{SERVER}:5671/celery",
+    broker_url=f"amqps://{USER}:{PASSWORD}@{SERVER}:{PORT}/{VHOST}",
     broker_use_ssl={
         "ca_certs": f"{HERE}/tls/ca.pem",
         "certfile": f"{HERE}/tls/client.pem",

@@ -1,13 +1,27 @@
-"""Celery app of the verify step: Redis as broker (db 0) and result backend (db 1), mutual TLS."""
+"""Celery app of the verify step: Redis as broker (db 0) and result backend (db 1), mutual TLS.
+
+The broker's address and TLS port (VERIFY_REDIS, `ADDRESS:PORT`) and the Celery user
+(VERIFY_USER) come from the environment, set by verify.yml from the model.
+"""
 
 import os
 import ssl
+import sys
 
 from celery import Celery, chord
 
-HERE = "/opt/redis-verify"
-SERVER = os.environ["VERIFY_REDIS"]
-USER = os.environ["VERIFY_USER"]
+
+def setting(name):
+    """A value verify.yml passes in the environment; none has a default here."""
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"celery_app.py: {name} is not set (verify.yml sets it from the model)")
+    return value
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))  # the verify directory, with tls/ and password
+SERVER = setting("VERIFY_REDIS")
+USER = setting("VERIFY_USER")
 with open(f"{HERE}/password", encoding="ascii") as fh:
     PASSWORD = fh.read().strip()
 TLS = {

@@ -10,7 +10,8 @@ Each command prints ONE verdict word first (what happened), then details:
     site_probe.py canary                       pong | error         (signed task round trip)
 
 `connect` needs only the standard library (the outsider has no venv); the other
-commands run with the worker's venv and read the worker's deployed files.
+commands run with the worker's venv and read the worker's deployed files, in the
+directory SITE_CONFIG_DIR (set by verify.yml from the model's celery.config_dir).
 """
 
 import os
@@ -19,17 +20,25 @@ import ssl
 import sys
 import uuid
 
-CONFIG_DIR = os.environ.get("SITE_CONFIG_DIR", "/etc/celery-provision/site-worker")
 TIMEOUT = 5.0
 PROBES = {"rabbitmq": b"AMQP\x00\x00\x09\x01", "redis": b"PING\r\n"}
 
 
+def config_dir():
+    """The worker's configuration directory; no default here (`connect` does not need it)."""
+    path = os.environ.get("SITE_CONFIG_DIR")
+    if not path:
+        sys.exit("site_probe.py: SITE_CONFIG_DIR is not set (verify.yml sets it from the model)")
+    return path
+
+
 def tls_context(client_cert=True):
     """Verifying context with the deployment's CA, with or without the worker's certificate."""
+    conf = config_dir()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(f"{CONFIG_DIR}/ca.pem")
+    ctx.load_verify_locations(f"{conf}/ca.pem")
     if client_cert:
-        ctx.load_cert_chain(f"{CONFIG_DIR}/client.pem", f"{CONFIG_DIR}/client.key")
+        ctx.load_cert_chain(f"{conf}/client.pem", f"{conf}/client.key")
     return ctx
 
 
@@ -82,8 +91,9 @@ def guest(host, port):
     client certificate): only an AMQP-level refusal of the login counts as refused."""
     import amqp
 
-    opts = {"ca_certs": f"{CONFIG_DIR}/ca.pem", "certfile": f"{CONFIG_DIR}/client.pem",
-            "keyfile": f"{CONFIG_DIR}/client.key", "cert_reqs": ssl.CERT_REQUIRED,
+    conf = config_dir()
+    opts = {"ca_certs": f"{conf}/ca.pem", "certfile": f"{conf}/client.pem",
+            "keyfile": f"{conf}/client.key", "cert_reqs": ssl.CERT_REQUIRED,
             "server_hostname": host}
     conn = amqp.Connection(f"{host}:{port}", userid="guest", password="guest", virtual_host="/",
                            ssl=opts, connect_timeout=TIMEOUT)
@@ -105,8 +115,9 @@ def redis_default(host, port):
     """Redis's `default` user: neither implicitly (no AUTH) nor with AUTH default <any>."""
     import redis
 
-    kw = dict(host=host, port=int(port), ssl=True, ssl_ca_certs=f"{CONFIG_DIR}/ca.pem",
-              ssl_certfile=f"{CONFIG_DIR}/client.pem", ssl_keyfile=f"{CONFIG_DIR}/client.key",
+    conf = config_dir()
+    kw = dict(host=host, port=int(port), ssl=True, ssl_ca_certs=f"{conf}/ca.pem",
+              ssl_certfile=f"{conf}/client.pem", ssl_keyfile=f"{conf}/client.key",
               socket_timeout=TIMEOUT, protocol=2)
     details = []
     attempts = (("no AUTH", {}), ("AUTH default", {"username": "default", "password": "x"}))

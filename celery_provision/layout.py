@@ -9,10 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KINDS", "AppFiles", "Layout", "HostLayout", "state_dir"]
+__all__ = ["KINDS", "AppFiles", "Layout", "HostLayout", "inventory_dir", "state_dir"]
 
 #: The leaf certificates a host can hold: brokers a server one, workers and clients the others.
 KINDS = ("server", "client", "signing")
+
+
+def inventory_dir(inventory: Path) -> Path:
+    """The directory relative paths in an inventory are read from (Ansible's `inventory_dir`):
+    the inventory itself when it is a directory, else the directory holding the file."""
+    inventory = inventory.resolve()
+    return inventory if inventory.is_dir() else inventory.parent
 
 
 def state_dir(inventory: Path) -> Path:

@@ -17,7 +17,7 @@ import jinja2
 import yaml
 
 from .errors import ProvisionError
-from .layout import AppFiles, HostLayout, Layout
+from .layout import AppFiles, HostLayout, Layout, inventory_dir
 
 __all__ = [
     "ROLE_GROUPS",
@@ -231,6 +231,11 @@ class Deployment:
     settings: Settings
     pki_dir: Path
     credentials_dir: Path
+
+    @property
+    def inventory_dir(self) -> Path:
+        """The directory relative paths in the inventory are read from."""
+        return inventory_dir(self.inventory)
 
     @cached_property
     def layout(self) -> Layout:
@@ -566,7 +571,7 @@ def load(
         values = _host_vars(variables, ahost, path)
         v = _Vars(name, values)
         if settings is None:
-            settings = _settings(v, groups)
+            settings, first = _settings(v, groups), v
         if not is_dns_name(name):
             raise ProvisionError(
                 f"host name {name!r} is not a valid DNS name (it becomes a certificate name)",
@@ -603,26 +608,24 @@ def load(
         inventory=path.resolve(),
         hosts=hosts,
         settings=settings,
-        pki_dir=_state_path(pki_dir, hosts, "celery_provision_pki_dir", variables, inv, default.root),
-        credentials_dir=_state_path(
-            credentials_dir, hosts, "celery_provision_credentials_dir", variables, inv, default.credentials,
-        ),
+        pki_dir=_state_path(pki_dir, first, "celery_provision_pki_dir", path, default.root),
+        credentials_dir=_state_path(credentials_dir, first, "celery_provision_credentials_dir", path,
+                                    default.credentials),
     )
     _check(deployment)
     return deployment
 
 
-def _state_path(explicit: Any, hosts: Mapping[str, Host], key: str, variables: Any, inv: Any, default: Path) -> Path:
+def _state_path(explicit: Any, v: _Vars, key: str, inventory: Path, default: Path) -> Path:
+    """Where the PKI or the credentials live: the command line, else the inventory (relative
+    to its directory), else the default beside it."""
     if explicit:
         return Path(explicit).resolve()
-    first = next(iter(hosts))
-    values = variables.get_vars(host=inv.get_host(first), include_hostvars=False)
-    value = values.get(key)
+    value = v.values.get(key)
     if value:
         if not isinstance(value, str):
-            raise ProvisionError(f"{key}: expected a path", where=_where(value, f"host {first}"))
-        base = Path(values.get("inventory_dir") or ".")
-        return (base / Path(value).expanduser()).resolve()
+            raise v.fail(key, "expected a path")
+        return (inventory_dir(inventory) / Path(value).expanduser()).resolve()
     return default
 
 

@@ -115,7 +115,7 @@ def passphrase_for(d: Deployment) -> bytes | None:
     if s.ca_passphrase_file:
         path = Path(s.ca_passphrase_file).expanduser()
         if not path.is_absolute():
-            path = d.inventory.parent / path if d.inventory.is_file() else d.inventory / path
+            path = d.inventory_dir / path
         data = read_bytes(path, "CA passphrase file").rstrip(b"\r\n")
         if not data:
             raise ProvisionError("CA passphrase file is empty", where=str(path))

@@ -76,8 +76,8 @@ def _sum_of_all(values: list[int]) -> int:
 
 def test_an_unordered_chord_joins_under_the_worker_acl(local_deployment: LocalDeployment,
                                                       tmp_path: Path) -> None:
-    """With result_chord_ordered=False the worker that runs the last header task reads the
-    results with LRANGE. The chord join runs in a worker, so this test stops the deployed
+    """Unordered (result_chord_ordered=False) the worker that runs the last header task reads
+    the results with LRANGE. The chord join runs in a worker, so this test stops the deployed
     worker and runs one in process with the deployed worker's own rendered configuration."""
     from celery import chord
     from celery.contrib.testing.worker import start_worker
@@ -87,11 +87,13 @@ def test_an_unordered_chord_joins_under_the_worker_acl(local_deployment: LocalDe
     d = local_deployment.deployment
     worker_host = d.group("celery_workers")[0]
     wapp = verify.client_app(d, worker_host, tmp_path / "worker")
-    wapp.conf.result_chord_ordered = False
+    # Celery's Redis backend reads this from its transport options, not from the setting of
+    # the same name.
+    wapp.conf.result_backend_transport_options = {"result_chord_ordered": False}
     wapp.task(name=canary.ADD)(_sum_of_two)
     wapp.task(name=canary.TOTAL)(_sum_of_all)
     capp = local_deployment.client_app(tmp_path / "client")
-    capp.conf.result_chord_ordered = False
+    capp.conf.result_backend_transport_options = {"result_chord_ordered": False}
     local_deployment.service(local_deployment.worker_service, "stop")
     try:
         with start_worker(wapp, pool="solo", perform_ping_check=False, shutdown_timeout=10,

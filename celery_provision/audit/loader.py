@@ -13,7 +13,7 @@ from celery.app.defaults import _TO_NEW_KEY, SETTING_KEYS
 
 from ..errors import ProvisionError
 
-__all__ = ["load_config", "one_line"]
+__all__ = ["load_config", "one_line", "python_file"]
 
 SETTING_PREFIXES = (
     "CELERY_",
@@ -56,22 +56,25 @@ def load_config(target: str) -> dict[str, Any]:
     return settings
 
 
+def python_file(target: str) -> Path | None:
+    """The file a target names (checked: it exists and is a .py file), or None when the
+    target is a dotted module path."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    if not (target.endswith(".py") or any(sep in target for sep in separators)):
+        return None
+    path = Path(target)
+    if not path.is_file():
+        raise ProvisionError("no such file", where=target)
+    if path.suffix != ".py":
+        raise ProvisionError("not a Python file (expected a .py file or a module path)", where=target)
+    return path
+
+
 def _import_target(target: str) -> types.ModuleType:
     """Import a config module by dotted path or by file path; errors become ProvisionError."""
-    is_file = (
-        target.endswith(".py")
-        or os.sep in target
-        or (os.altsep is not None and os.altsep in target)
-    )
     try:
-        if is_file:
-            path = Path(target)
-            if not path.is_file():
-                raise ProvisionError("no such file", where=target)
-            if path.suffix != ".py":
-                raise ProvisionError(
-                    "not a Python file (expected a .py file or a module path)", where=target
-                )
+        path = python_file(target)
+        if path is not None:
             name = f"_celery_provision_audit_{uuid.uuid4().hex}"
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:

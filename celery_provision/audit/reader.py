@@ -25,7 +25,7 @@ from celery.app.defaults import _TO_NEW_KEY, SETTING_KEYS
 from ..errors import ProvisionError
 from .checks import canonical_name
 from .config import Config, Partial, Unresolved
-from .loader import SETTING_PREFIXES, one_line
+from .loader import SETTING_PREFIXES, one_line, python_file
 
 __all__ = ["ENV_OVERRIDES", "read_config"]
 
@@ -1136,19 +1136,8 @@ def _check_mixing(settings: Mapping[str, Any], namespace: str | None) -> None:
 
 
 def _find_target(target: str) -> Path:
-    is_file = (
-        target.endswith(".py")
-        or os.sep in target
-        or (os.altsep is not None and os.altsep in target)
-    )
-    if is_file:
-        path = Path(target)
-        if not path.is_file():
-            raise ProvisionError("no such file", where=target)
-        if path.suffix != ".py":
-            raise ProvisionError(
-                "not a Python file (expected a .py file or a module path)", where=target
-            )
+    path = python_file(target)
+    if path is not None:
         return path
     parts = target.split(".")
     for root in (Path.cwd(),):

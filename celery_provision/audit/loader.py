@@ -66,7 +66,9 @@ def python_file(target: str) -> Path | None:
     if not path.is_file():
         raise ProvisionError("no such file", where=target)
     if path.suffix != ".py":
-        raise ProvisionError("not a Python file (expected a .py file or a module path)", where=target)
+        raise ProvisionError(
+            "not a Python file (expected a .py file or a module path)", where=target
+        )
     return path
 
 

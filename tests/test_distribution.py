@@ -276,3 +276,63 @@ def test_collection_controller_play_uses_the_installed_cli(wheel_venv: Path, ins
     out = _run([wheel_venv / "ansible-playbook", f"{FQ}.controller", "-i", "inventory"], project, env).stdout
     assert re.search(r"localhost\s+: ok=4 .*failed=0", out), out[-2000:]
     assert (project / ".celery-provision" / "inventory" / "pki").is_dir()
+
+
+# ---------------------------------------------------------------------------- quality gates
+
+#: mypy --strict errors per module still open (pyproject [tool.mypy]); lower these, never
+#: raise them. Each is a real narrowing or a third-party Any leaking out (see the report).
+MYPY_BASELINE = {
+    "celery_provision/audit/certs.py": 2,
+    "celery_provision/audit/checks.py": 1,
+    "celery_provision/audit/loader.py": 1,
+    "celery_provision/audit/reader.py": 2,
+    "celery_provision/canary.py": 1,
+    "celery_provision/model.py": 1,
+    "celery_provision/pki/ca.py": 1,
+    "celery_provision/pki/crl.py": 1,
+    "celery_provision/pki/keys.py": 1,
+    "celery_provision/pki/leaves.py": 1,
+    "celery_provision/verify.py": 4,
+}
+
+
+def _dev_tool(name: str) -> str:
+    path = shutil.which(name, path=str(VENV_BIN))
+    if not path:
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return path
+
+
+def test_ruff_passes_on_the_package() -> None:
+    proc = subprocess.run([_dev_tool("ruff"), "check", "--no-cache", "celery_provision", "scripts",
+                           "tests/test_distribution.py"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_mypy_strict_no_worse_than_the_baseline() -> None:
+    proc = subprocess.run([_dev_tool("mypy"), "--no-incremental", "--cache-dir", os.devnull],
+                          cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
+    counts: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"(\S+\.py):\d+: error:", line)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    worse = {f: (n, MYPY_BASELINE.get(f, 0)) for f, n in counts.items() if n > MYPY_BASELINE.get(f, 0)}
+    assert not worse, f"mypy --strict regressions (found, baseline): {worse}\n{proc.stdout[-4000:]}"
+
+
+def test_yamllint_passes_on_the_collection_files() -> None:
+    proc = subprocess.run([_dev_tool("yamllint"), "-s", "collection"], cwd=REPO, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ansible_lint_production_passes_on_the_built_collection(tmp_path: Path) -> None:
+    coll = _build_collection().assemble(tmp_path)
+    proc = subprocess.run([_dev_tool("ansible-lint"), "--profile", "production", "--offline"],
+                          cwd=coll, capture_output=True, text=True, check=False, timeout=900,
+                          env=_clean_env(ANSIBLE_COLLECTIONS_PATH=str(tmp_path)))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]

@@ -32,6 +32,10 @@ VENV_BIN = Path(sys.executable).parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 FQ = "celery_provision.secure"
 
+# One xdist worker for the file: the module fixtures (a wheel venv, an installed
+# collection) are built once, not once per worker (scripts/test.sh: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("distribution")
+
 
 def _build_collection() -> ModuleType:
     spec = importlib.util.spec_from_file_location("build_collection", REPO / "scripts" / "build_collection.py")

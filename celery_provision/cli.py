@@ -118,7 +118,7 @@ def cmd_certs_check(args: argparse.Namespace) -> int:
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 # --------------------------------------------------------------------------- the rest
@@ -188,6 +188,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a bare checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(PROG)
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line too (subcommand parsers inherit the class)."""
 
@@ -197,6 +209,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Secure-by-construction Celery deployments.")
+    p.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

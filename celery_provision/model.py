@@ -73,11 +73,21 @@ def is_dns_name(value: str) -> bool:
 
 
 def roles_dir() -> Path:
-    """The directory holding the Ansible roles whose defaults the model reads."""
+    """The directory holding the Ansible roles whose defaults the model reads.
+
+    In order: ``CELERY_PROVISION_ROLES_DIR``; the checkout's ``roles/`` when the package
+    runs from a clone (editable install, ``python -m``); else the copy of the role
+    defaults installed with the package (``celery_provision/roles``, mapped from the
+    checkout's ``roles/`` at build time, see pyproject.toml).
+    """
     env = os.environ.get("CELERY_PROVISION_ROLES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "roles"
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "roles").is_dir():
+        return checkout / "roles"
+    return package / "roles"
 
 
 def _role_defaults() -> dict[str, Any]:
@@ -90,7 +100,9 @@ def _role_defaults() -> dict[str, Any]:
             data = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:
             raise ProvisionError(
-                "role defaults not found (set CELERY_PROVISION_ROLES_DIR)", where=str(path)
+                "role defaults not found: reinstall celery-provision, or set"
+                " CELERY_PROVISION_ROLES_DIR to the collection's roles directory",
+                where=str(path),
             ) from None
         for name in names:
             if name not in data:

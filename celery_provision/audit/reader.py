@@ -513,7 +513,7 @@ class _Reader:
             return tuple(items) if isinstance(node, ast.Tuple) else items
         if isinstance(node, ast.Dict):
             out: dict[Any, Any] = {}
-            for k, v in zip(node.keys, node.values):
+            for k, v in zip(node.keys, node.values, strict=True):
                 if k is None:
                     merged = self.value(v, scope)
                     if isinstance(merged, Mapping):

@@ -27,7 +27,7 @@ EKU = {
 
 def now() -> dt.datetime:
     """The current time in UTC, to the second (what a certificate can hold)."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def name(cn: str, org: str = "celery-provision") -> x509.Name:

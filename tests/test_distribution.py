@@ -1,0 +1,342 @@
+"""The distributions work away from the checkout: the wheel, the sdist and the collection.
+
+Fast tests check the packaging configuration against the tree; the ``slow`` ones build
+the wheel, install it into a fresh virtualenv under tmp and drive the CLI from a
+directory outside the checkout against a copy of ``inventories/local``, then build and
+install the collection and check a user's own playbooks that call it by FQCN.
+Nothing here starts a service: the only play run is the controller's (CLI on localhost).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "celery_provision"
+VENV_BIN = Path(sys.executable).parent
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+FQ = "celery_provision.secure"
+
+# One xdist worker for the file: the module fixtures (a wheel venv, an installed
+# collection) are built once, not once per worker (scripts/test.sh: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("distribution")
+
+
+def _build_collection() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_collection", REPO / "scripts" / "build_collection.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _version() -> str:
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__version__":
+            return str(ast.literal_eval(node.value))
+    raise AssertionError("no __version__")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CELERY_PROVISION_", "ANSIBLE_", "PYTHON", "VIRTUAL_ENV"))}
+    return {**env, **extra}
+
+
+def _run(argv: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, f"{argv}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+# ---------------------------------------------------------------------------- fast
+
+
+def test_every_module_directory_is_a_listed_package() -> None:
+    """pyproject lists the packages (a mapped data package forbids find): none forgotten."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("*.py")
+               if "__pycache__" not in p.parts}
+    assert on_disk <= listed, f"not in [tool.setuptools] packages: {sorted(on_disk - listed)}"
+
+
+def test_the_model_reads_only_roles_whose_defaults_ship_in_the_wheel() -> None:
+    from celery_provision import model
+
+    mapped = PYPROJECT["tool"]["setuptools"]["package-dir"]["celery_provision.roles"]
+    assert mapped == "roles"
+    assert PYPROJECT["tool"]["setuptools"]["package-data"]["celery_provision.roles"] == ["*/defaults/main.yml"]
+    for role in model._ROLE_VARS:
+        assert (REPO / mapped / role / "defaults" / "main.yml").is_file()
+
+
+def test_roles_dir_prefers_env_then_checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from celery_provision import model
+
+    monkeypatch.setenv("CELERY_PROVISION_ROLES_DIR", str(tmp_path))
+    assert model.roles_dir() == tmp_path
+    monkeypatch.delenv("CELERY_PROVISION_ROLES_DIR")
+    assert model.roles_dir() == REPO / "roles"
+
+
+def test_runtime_dependencies_do_not_cap_below_the_newest_releases() -> None:
+    deps = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0]: d for d in PYPROJECT["project"]["dependencies"]}
+    assert "<2.22" in deps["ansible-core"]
+    assert "<51" in deps["cryptography"]
+    assert "sslyze" not in deps  # its cryptography cap belongs to the dev extra only
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from celery_provision import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"celery-provision {_version()}"
+
+
+def test_collection_tree_qualifies_every_filter_role_and_playbook(tmp_path: Path) -> None:
+    bc = _build_collection()
+    coll = bc.assemble(tmp_path)
+    galaxy = yaml.safe_load((coll / "galaxy.yml").read_text())
+    assert (galaxy["namespace"], galaxy["name"], galaxy["version"]) == ("celery_provision", "secure", _version())
+    assert yaml.safe_load((coll / "meta" / "runtime.yml").read_text())["requires_ansible"].startswith(">=")
+    assert not list((coll / "roles").rglob("filter_plugins")), "roles in a collection carry no plugins"
+    filters = [n for p in (coll / "plugins" / "filter").glob("*.py") for n in bc.filter_names(p)]
+    assert filters
+    roles = [p.name for p in (coll / "roles").iterdir()]
+    for path in [*(coll / "roles").rglob("*.yml"), *(coll / "roles").rglob("*.j2"), *(coll / "playbooks").glob("*.yml")]:
+        text = path.read_text()
+        for name in filters:
+            assert not re.search(rf"\|\s*{name}\b", text), f"{path}: unqualified filter {name}"
+        assert not re.search(rf"^\s*-?\s*role:\s*({'|'.join(roles)})\s*$", text, re.M), f"{path}: short role name"
+        assert not re.search(r"import_playbook:\s*\S+\.ya?ml", text), f"{path}: import by file name"
+    assert (coll / "changelogs" / "changelog.yaml").is_file()
+    for role in roles:
+        assert (coll / "roles" / role / "README.md").is_file()
+
+
+# ---------------------------------------------------------------------------- slow
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh virtualenv with the built wheel (and its dependencies) installed; its bin/."""
+    base = tmp_path_factory.mktemp("wheel")
+    env = _clean_env()
+    # Build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+    src = base / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".celery-provision", ".*cache"))
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", base / "dist", src],
+         cwd=base, env=env)
+    wheels = list((base / "dist").glob("celery_provision-*.whl"))
+    assert len(wheels) == 1
+    names = set(__import__("zipfile").ZipFile(wheels[0]).namelist())
+    for must in ("celery_provision/canary.py", "celery_provision/templates/celeryconfig.py.j2",
+                 "celery_provision/pki/__init__.py", "celery_provision/audit/__init__.py",
+                 "celery_provision/py.typed", "celery_provision/roles/rabbitmq/defaults/main.yml"):
+        assert must in names, f"{must} missing from the wheel"
+    venv = base / "venv"
+    _run([sys.executable, "-m", "venv", venv], cwd=base, env=env)
+    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheels[0]], cwd=base, env=env, timeout=600)
+    yield venv / "bin"
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project directory outside the checkout with its own copy of inventories/local."""
+    project = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "inventories" / "local", project / "inventory")
+    return project
+
+
+@pytest.mark.slow
+def test_wheel_cli_works_outside_the_checkout(wheel_venv: Path, outside: Path) -> None:
+    cli = wheel_venv / "celery-provision"
+    env = _clean_env(PATH=f"{wheel_venv}{os.pathsep}{os.environ.get('PATH', '')}")
+    inv = outside / "inventory"
+    cwd = outside
+
+    assert _run([cli, "--version"], cwd, env).stdout.strip() == f"celery-provision {_version()}"
+    where = _run([wheel_venv / "python", "-c", "import celery_provision.model as m; print(m.roles_dir())"], cwd, env)
+    assert "site-packages" in where.stdout and str(REPO) not in where.stdout
+    assert "issued" in _run([cli, "certs", "issue", "-i", inv], cwd, env).stdout
+    assert "nothing to do" in _run([cli, "certs", "issue", "-i", inv], cwd, env).stdout
+    assert "credentials:" in _run([cli, "credentials", "-i", inv], cwd, env).stdout
+    rendered = _run([cli, "render", "-i", inv], cwd, env).stdout
+    assert "render: 2 rendered" in rendered
+    config = outside / ".celery-provision" / "inventory" / "configs" / "worker-1" / "celeryconfig.py"
+    assert config.is_file()
+    model = json.loads(_run([cli, "export", "-i", inv], cwd, env).stdout)
+    canary = Path(model["hosts"]["worker-1"]["celery"]["canary_src"])
+    assert canary.is_file() and "site-packages" in str(canary)
+    assert model["hosts"]["rabbitmq-1"]["rabbitmq"]["admin_user"]
+    audit = _run([cli, "audit", "--json", config], cwd, env)
+    assert not [f for f in json.loads(audit.stdout) if f["severity"] in ("high", "critical")]
+
+
+@pytest.fixture(scope="module")
+def installed_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built collection tarball installed into a fresh collections path; that path."""
+    base = tmp_path_factory.mktemp("collection")
+    bc = _build_collection()
+    tarball = bc.build(bc.assemble(base / "tree"), base / "dist")
+    with tarfile.open(tarball) as tar:
+        members = set(tar.getnames())
+    assert {"MANIFEST.json", "meta/runtime.yml", "plugins/filter/tls_policy.py",
+            "playbooks/site.yml", "roles/redis/tasks/main.yml"} <= members
+    path = base / "collections"
+    galaxy = shutil.which("ansible-galaxy", path=str(VENV_BIN)) or "ansible-galaxy"
+    _run([galaxy, "collection", "install", "-p", path, tarball], cwd=base, env=_clean_env())
+    assert (path / "ansible_collections" / "celery_provision" / "secure" / "MANIFEST.json").is_file()
+    return path
+
+
+USER_PLAYBOOKS = {
+    "site.yml": """\
+---
+- name: The whole deployment from the collection
+  ansible.builtin.import_playbook: celery_provision.secure.site
+""",
+    "brokers.yml": """\
+---
+- name: Controller
+  ansible.builtin.import_playbook: celery_provision.secure.controller
+
+- name: Redis through the role
+  hosts: redis
+  become: true
+  gather_facts: true
+  tasks:
+    - name: Redis
+      ansible.builtin.import_role:
+        name: celery_provision.secure.redis
+
+- name: TLS policy through roles
+  hosts: rabbitmq
+  gather_facts: false
+  roles:
+    - celery_provision.secure.tls_policy
+""",
+    "filters.yml": """\
+---
+- name: The collection's filters resolve by FQCN
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Spell the policy
+      ansible.builtin.debug:
+        msg: "{{ ['TLSv1.2', 'TLSv1.3'] | celery_provision.secure.tls_policy_erlang_versions }}"
+""",
+}
+
+
+@pytest.mark.slow
+def test_user_playbooks_call_the_collection_by_fqcn(installed_collection: Path, outside: Path,
+                                                      tmp_path: Path) -> None:
+    project = tmp_path / "playbooks"
+    shutil.copytree(outside / "inventory", project / "inventory")
+    for name, text in USER_PLAYBOOKS.items():
+        (project / name).write_text(text)
+    env = _clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed_collection), ANSIBLE_ROLES_PATH=str(tmp_path / "none"),
+                     PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    playbook = shutil.which("ansible-playbook", path=str(VENV_BIN)) or "ansible-playbook"
+    for name in ("site.yml", "brokers.yml"):
+        _run([playbook, "--syntax-check", "-i", "inventory", name], project, env)
+    for book in ("site", "controller", "redis", "rabbitmq", "firewall", "celery_workers"):
+        _run([playbook, "--syntax-check", "-i", "inventory", f"{FQ}.{book}"], project, env)
+    out = _run([playbook, "-i", "localhost,", "filters.yml"], project, env).stdout
+    assert "tlsv1.2" in out
+
+
+@pytest.mark.slow
+def test_collection_controller_play_uses_the_installed_cli(wheel_venv: Path, installed_collection: Path,
+                                                           tmp_path: Path) -> None:
+    """The collection's controller play, run by the wheel venv's ansible-playbook, issues the
+    PKI and reads the model beside the user's inventory (CLI on localhost only)."""
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "inventories" / "local", project / "inventory")
+    env = _clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed_collection),
+                     PATH=f"{wheel_venv}{os.pathsep}{os.environ.get('PATH', '')}")
+    out = _run([wheel_venv / "ansible-playbook", f"{FQ}.controller", "-i", "inventory"], project, env).stdout
+    assert re.search(r"localhost\s+: ok=4 .*failed=0", out), out[-2000:]
+    assert (project / ".celery-provision" / "inventory" / "pki").is_dir()
+
+
+# ---------------------------------------------------------------------------- quality gates
+
+#: mypy --strict errors per module still open (pyproject [tool.mypy]); lower these, never
+#: raise them. Each is a real narrowing or a third-party Any leaking out (see the report).
+MYPY_BASELINE = {
+    "celery_provision/audit/certs.py": 2,
+    "celery_provision/audit/checks.py": 1,
+    "celery_provision/audit/loader.py": 1,
+    "celery_provision/audit/reader.py": 2,
+    "celery_provision/canary.py": 1,
+    "celery_provision/model.py": 1,
+    "celery_provision/pki/ca.py": 1,
+    "celery_provision/pki/crl.py": 1,
+    "celery_provision/pki/keys.py": 1,
+    "celery_provision/pki/leaves.py": 1,
+    "celery_provision/verify.py": 4,
+}
+
+
+def _dev_tool(name: str) -> str:
+    path = shutil.which(name, path=str(VENV_BIN))
+    if not path:
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return path
+
+
+def test_ruff_passes_on_the_package() -> None:
+    proc = subprocess.run([_dev_tool("ruff"), "check", "--no-cache", "celery_provision", "scripts",
+                           "tests/test_distribution.py"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_mypy_strict_no_worse_than_the_baseline() -> None:
+    proc = subprocess.run([_dev_tool("mypy"), "--no-incremental", "--cache-dir", os.devnull],
+                          cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
+    counts: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"(\S+\.py):\d+: error:", line)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    worse = {f: (n, MYPY_BASELINE.get(f, 0)) for f, n in counts.items() if n > MYPY_BASELINE.get(f, 0)}
+    assert not worse, f"mypy --strict regressions (found, baseline): {worse}\n{proc.stdout[-4000:]}"
+
+
+def test_yamllint_passes_on_the_collection_files() -> None:
+    proc = subprocess.run([_dev_tool("yamllint"), "-s", "collection"], cwd=REPO, capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ansible_lint_production_passes_on_the_built_collection(tmp_path: Path) -> None:
+    coll = _build_collection().assemble(tmp_path)
+    proc = subprocess.run([_dev_tool("ansible-lint"), "--profile", "production", "--offline"],
+                          cwd=coll, capture_output=True, text=True, check=False, timeout=900,
+                          env=_clean_env(ANSIBLE_COLLECTIONS_PATH=str(tmp_path)))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]

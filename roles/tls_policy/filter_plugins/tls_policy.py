@@ -36,8 +36,8 @@ _GROUPS = {
 # Every known spelling (case-insensitive) -> IANA name.
 _GROUP_ALIASES = {
     **{name.casefold(): name for name in _GROUPS},
-    **{erlang.casefold(): name for name, (erlang, _) in _GROUPS.items() if erlang},
-    **{openssl.casefold(): name for name, (_, openssl) in _GROUPS.items()},
+    **{erlang.casefold(): name for name, (erlang, _openssl) in _GROUPS.items() if erlang},
+    **{openssl.casefold(): name for name, (_erlang, openssl) in _GROUPS.items()},
     "prime256v1": "secp256r1",
 }
 
@@ -52,7 +52,7 @@ def _names(value, what):
 
 
 def _version(name):
-    for canonical, (erlang, _) in _VERSIONS.items():
+    for canonical, (erlang, _openssl) in _VERSIONS.items():
         if name.casefold() in (canonical.casefold(), erlang):
             return canonical
     raise AnsibleFilterError(

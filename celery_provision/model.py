@@ -250,7 +250,17 @@ class Deployment:
 
     def group(self, name: str) -> list[Host]:
         """Hosts of one role group, in inventory order."""
-        return [h for h in self.hosts.values() if name in h.groups]
+        return list(self._members.get(name, ()))
+
+    @cached_property
+    def _members(self) -> dict[str, tuple[Host, ...]]:
+        """Hosts by role group, from one pass over the hosts: `group` is asked per host (each
+        worker's configuration names its brokers), so it must not scan every host each time."""
+        out: dict[str, list[Host]] = {}
+        for h in self.hosts.values():
+            for g in h.groups:
+                out.setdefault(g, []).append(h)
+        return {g: tuple(hs) for g, hs in out.items()}
 
     @property
     def brokers(self) -> list[Host]:

@@ -55,6 +55,8 @@ _QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,200}\Z")
 
 def is_ip(value: str) -> bool:
     """True if *value* is an IPv4 or IPv6 address."""
+    if ":" not in value and not value.replace(".", "").isdigit():
+        return False  # not IPv6 (no colon), not dotted decimal: spare ipaddress its two exceptions
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -638,18 +640,59 @@ def _jinja() -> jinja2.Environment:
     return jinja2.Environment(undefined=jinja2.StrictUndefined)
 
 
+class _Compiled:
+    """One template source, compiled once; rendered per host.
+
+    A source that is only text and plain variables (`/etc/x/{{ inventory_hostname }}`, the
+    shape of the role defaults) renders as jinja renders it, `str()` of each variable between
+    the text, without jinja's per-render set-up (a new context, its globals): that set-up
+    costs more than the rest of a host's role variables. Anything else, and a variable the
+    context lacks (a jinja global, or undefined: jinja's own error), goes through jinja.
+    """
+
+    __slots__ = ("template", "parts")
+
+    def __init__(self, source: str) -> None:
+        from jinja2 import nodes
+
+        env = _jinja()
+        self.template = env.from_string(source)
+        parts: list[tuple[bool, str]] | None = []
+        for node in env.parse(source).body:
+            if type(node) is not nodes.Output:
+                parts = None
+                break
+            for child in node.nodes:
+                if type(child) is nodes.TemplateData:
+                    parts.append((False, child.data))
+                elif type(child) is nodes.Name and child.ctx == "load":
+                    parts.append((True, child.name))
+                else:
+                    parts = None
+                    break
+            if parts is None:
+                break
+        self.parts = tuple(parts) if parts is not None else None
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        parts = self.parts
+        if parts is not None and all(name in context for is_name, name in parts if is_name):
+            return "".join([str(context[text]) if is_name else text for is_name, text in parts])
+        return self.template.render(context)
+
+
 # A role default like "/etc/celery-provision/{{ inventory_hostname }}" is the same source for
 # every host: compile it once (jinja's compilation costs ~100x its rendering).
-_TEMPLATES: dict[str, jinja2.Template] = {}
+_TEMPLATES: dict[str, _Compiled] = {}
 
 
-def _template(source: str) -> jinja2.Template:
+def _template(source: str) -> _Compiled:
     """The compiled template of *source* (compiled once per distinct source)."""
     template = _TEMPLATES.get(source)
     if template is None:
         if len(_TEMPLATES) >= 4096:  # role defaults and inventory values: few sources in practice
             _TEMPLATES.clear()
-        template = _TEMPLATES[str(source)] = _jinja().from_string(source)
+        template = _TEMPLATES[str(source)] = _Compiled(source)
     return template
 
 

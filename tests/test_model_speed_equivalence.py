@@ -116,6 +116,9 @@ INI_NESTED = {
         celery_provision_key_type: ec-p384
         celery_provision_vhost: fromfile
         celery_provision_extra_sans: []
+        celery_provision_num: 5
+        celery_provision_flag: true
+        nothing: null
         """,
     "group_vars/celery_workers/main.yml": """
         celery_worker_signer_dir: "{{ celery_worker_config_dir }}/trusted"
@@ -131,6 +134,7 @@ INI_NESTED = {
         """,
     "host_vars/worker-3.yml": """
         celery_worker_config_dir: /opt/three
+        celery_worker_config_name: "w{{ celery_provision_num }}-{{ celery_provision_flag }}{{ nothing }}.py"
         celery_provision_extra_sans: [worker-3.example.org, 198.51.100.7]
         """,
     "host_vars/web-1/main.yml": """
@@ -216,6 +220,7 @@ def test_the_nested_case_exercises_what_it_claims(tmp_path: Path) -> None:
     assert d.host("worker-2").var("celery_worker_config_dir") == "/from/workers"
     assert d.host("worker-3").var("celery_worker_config_dir") == "/opt/three"    # host_vars file
     assert d.host("worker-3").var("celery_worker_signer_dir") == "/opt/three/trusted"
+    assert d.host("worker-3").var("celery_worker_config_name") == "w5-TrueNone.py"  # str() of each value
     assert d.host("web-1").address == "192.0.2.99"                               # host_vars directory
     assert d.host("worker-1").extra_sans == ("workers.example.org",)
     assert d.settings.vhost == "fromfile"                                        # group_vars/all over [all:vars]

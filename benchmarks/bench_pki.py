@@ -13,14 +13,28 @@ Measured side by side, in one run, on the same cores:
 * parsing  -- `model.load` of a generated inventory with N workers;
 * signing  -- the RSA signing key per worker (rsa2048 by default), on a sample.
 
+With `--parse-n N`, inventory loading side by side: `model.load` against ansible-core's own
+parse of the same inventory (InventoryManager, plus the variables it genuinely has to read:
+VariableManager.get_vars for one host per distinct set of groups, and each host's own
+variables and host_vars lookup), interleaved, each run in a fresh forked process.
+
+With `--scale 100,1000,10000`, the controller side end to end through the CLI
+(`celery_provision.cli.main`, in a fresh forked process each): `certs issue` (first run, up
+to `--first-issue-max` workers), its no-op re-run, `render` and `export`, with the time per
+worker at each size.
+
 Usage: benchmarks/bench_pki.py [--n 1000] [--openssl-sample 20] [--rsa-sample 10]
+                               [--parse-n 10000] [--scale 100,1000,10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import multiprocessing
+import statistics
 import os
 import shutil
 import subprocess
@@ -28,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,12 +51,14 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
-from celery_provision import model, pki  # noqa: E402
+from celery_provision import cli, model, pki  # noqa: E402
 from celery_provision.pki import ops as pki_ops  # noqa: E402 - `issue` looks leaf_specs up here
 
 TARGET_FLOOR_RATIO = 1.3
 TARGET_OPENSSL_SPEEDUP = 50.0
 TARGET_NOOP_10K_SECONDS = 2.0
+TARGET_LOAD_RATIO = 1.5
+TARGET_LINEAR_RATIO = 1.2
 
 
 def _clock() -> float:
@@ -184,13 +201,44 @@ def bench_openssl(sample: int, work: Path) -> float:
 # --------------------------------------------------------------------------- parsing and signing keys
 
 
+def _address(i: int) -> str:
+    return f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
+
+
+def write_inventory(inv: Path, n: int, *, variables: bool = False, redis: bool = False,
+                    all_vars: str = "") -> Path:
+    """An INI inventory with one RabbitMQ broker and N workers.
+
+    *variables*: also what the per-host variable path must get right: a group_vars/all.yml,
+    a group (every third worker) with its own group_vars file, a group var in the INI that
+    every worker templates, and host_vars files for a few workers. *redis*: a Redis host as
+    the result backend. *all_vars*: more lines for group_vars/all.yml.
+    """
+    inv.mkdir(parents=True)
+    lines = ["[rabbitmq]", "mq-1 ansible_host=10.255.0.1", ""]
+    if redis:
+        lines += ["[redis]", "cache-1 ansible_host=10.255.0.2", ""]
+    lines += ["[celery_workers]", *(f"worker-{i} ansible_host={_address(i)}" for i in range(n))]
+    if variables:
+        lines += ["", "[zone_a]", *(f"worker-{i}" for i in range(0, n, 3))]
+        lines += ["", "[celery_workers:vars]", "celery_worker_config_dir=/srv/celery/{{ inventory_hostname }}"]
+        (inv / "group_vars").mkdir()
+        (inv / "group_vars" / "zone_a.yml").write_text("celery_worker_config_name: zone_a_config.py\n")
+        (inv / "host_vars").mkdir()
+        for i in (1, 7, 42):
+            if i < n:
+                (inv / "host_vars" / f"worker-{i}.yml").write_text(f"celery_worker_config_dir: /opt/w{i}\n")
+    if variables or all_vars:
+        (inv / "group_vars").mkdir(exist_ok=True)
+        text = "celery_provision_queues: [celery, mail]\n" if variables else ""
+        (inv / "group_vars" / "all.yml").write_text(text + all_vars)
+    (inv / "hosts.ini").write_text("\n".join(lines) + "\n")
+    return inv
+
+
 def bench_parse(n: int, root: Path) -> float:
     """`model.load` of an inventory with one broker and N workers."""
-    inv = root / "inventory"
-    inv.mkdir(parents=True)
-    lines = ["[rabbitmq]", "mq-1 ansible_host=10.255.0.1", "", "[celery_workers]"]
-    lines += [f"worker-{i} ansible_host=10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}" for i in range(n)]
-    (inv / "hosts.ini").write_text("\n".join(lines) + "\n")
+    inv = write_inventory(root / "inventory", n)
     start = _clock()
     d = model.load(inv)
     elapsed = _clock() - start
@@ -205,7 +253,272 @@ def bench_signing_keys(sample: int, key_type: str) -> float:
     return (_clock() - start) / sample
 
 
+# --------------------------------------------------------------------------- fresh processes
+
+
+def _child(conn: Any, fn: Any, args: tuple[Any, ...]) -> None:
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def in_fresh_process(fn: Any, *args: Any) -> Any:
+    """Run fn(*args) in a forked child and return its result.
+
+    Each measurement starts from the same state, as a new `celery-provision` process would:
+    ansible-core keeps process-wide caches (the host_group_vars plugin remembers every
+    group_vars/host_vars lookup), so a second load in one process would be unfairly cheap.
+    Modules are already imported (the parent warmed them up), so import time is not counted.
+    """
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, args=(send, fn, args))
+    child.start()
+    send.close()
+    status, value = receive.recv()
+    child.join()
+    if status != "ok":
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)}: {value}")
+    return value
+
+
+def _warm_up(root: Path) -> None:
+    """Import and load ansible-core's plugins once, on a tiny inventory of its own."""
+    inv = write_inventory(root / "warm-up", 2, variables=True)
+    model.load(inv)
+    _ansible_floor(inv)
+
+
+# --------------------------------------------------------------------------- inventory loading
+
+
+def _ansible_floor(inv: Path) -> float:
+    """ansible-core's own work to know every host's variables.
+
+    Counted: InventoryManager parsing the source; a VariableManager; `get_vars` for one host
+    per distinct set of groups (group_vars/all, group_vars/<group> by depth and priority,
+    inventory group vars: the same for every host of that set); and for every host its own
+    variables (`Host.get_vars`: inventory host vars and magic variables) and its host_vars
+    lookup through the vars plugins. Not counted: what only the model does (merging the
+    levels per host, role defaults and their templates, validation, the Deployment).
+    """
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+    from ansible.vars.plugins import get_vars_from_inventory_sources
+
+    start = _clock()
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(inv)])
+    variables = VariableManager(loader=loader, inventory=inventory)
+    seen: set[frozenset[str]] = set()
+    for host in inventory.get_hosts():
+        groups = frozenset(g.name for g in host.get_groups())
+        if groups not in seen:
+            seen.add(groups)
+            variables.get_vars(host=host, include_hostvars=False)
+        host.get_vars()
+        get_vars_from_inventory_sources(loader, [str(inv)], [host], "task")
+    return _clock() - start
+
+
+def _inventory_manager_alone(inv: Path) -> float:
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    start = _clock()
+    InventoryManager(loader=DataLoader(), sources=[str(inv)])
+    return _clock() - start
+
+
+def _model_load(inv: Path) -> float:
+    start = _clock()
+    model.load(inv)
+    return _clock() - start
+
+
+def bench_loading(n: int, root: Path, repeats: int) -> list[tuple[str, float, float, float]]:
+    """(variant, InventoryManager alone, ansible-core floor, model.load): medians of
+    *repeats* interleaved runs, each in a fresh process."""
+    rows = []
+    for label, variables in (("plain INI", False), ("INI + group_vars/host_vars", True)):
+        inv = write_inventory(root / f"load-{int(variables)}", n, variables=variables)
+        alone: list[float] = []
+        floor: list[float] = []
+        ours: list[float] = []
+        for _ in range(repeats):
+            alone.append(in_fresh_process(_inventory_manager_alone, inv))
+            floor.append(in_fresh_process(_ansible_floor, inv))
+            ours.append(in_fresh_process(_model_load, inv))
+        rows.append((label, statistics.median(alone), statistics.median(floor), statistics.median(ours)))
+    return rows
+
+
+# --------------------------------------------------------------------------- the CLI at scale
+
+
+class _KeyPool:
+    """Signing keys from a small pool: sets up a PKI of 10,000 workers in seconds instead of
+    generating 10,000 RSA keys. Used only to prepare the re-run, render and export at sizes
+    whose first issue is not measured; never inside a measurement."""
+
+    def __init__(self, size: int, key_type: str) -> None:
+        self.keys = [pki.generate_key(key_type) for _ in range(size)]
+        self.key_type = key_type
+        self.next = 0
+
+    def __call__(self, key_type: str) -> Any:
+        if key_type != self.key_type:
+            return _real_generate_key(key_type)
+        self.next += 1
+        return self.keys[self.next % len(self.keys)]
+
+
+_real_generate_key = pki.generate_key
+
+
+def _cli(argv: list[str]) -> tuple[float, str]:
+    """`celery-provision ARGV` in-process, stdout captured (printed output is part of the cost)."""
+    out = io.StringIO()
+    start = _clock()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = cli.main(argv)
+    elapsed = _clock() - start
+    if code != 0:
+        raise RuntimeError(f"celery-provision {' '.join(argv)}: exit {code}: {out.getvalue()[-500:]}")
+    return elapsed, out.getvalue()
+
+
+def _issue(inv: Path, pool: int) -> float:
+    if pool:
+        from celery_provision.pki import leaves
+
+        leaves.generate_key = _KeyPool(pool, SCALE_SIGNING_KEY_TYPE)  # type: ignore[assignment]
+    return _cli(["certs", "issue", "-i", str(inv)])[0]
+
+
+def _reissue(inv: Path) -> float:
+    elapsed, out = _cli(["certs", "issue", "-i", str(inv)])
+    changed = [ln for ln in out.splitlines() if not ln.startswith("certs:")]
+    assert not changed, changed[:5]  # a no-op: nothing issued, repaired or published
+    return elapsed
+
+
+def _credentials(inv: Path) -> float:
+    return _cli(["credentials", "-i", str(inv)])[0]
+
+
+def _render(inv: Path, out: Path) -> float:
+    return _cli(["render", "-i", str(inv), "--out", str(out)])[0]
+
+
+def _export(inv: Path) -> float:
+    return _cli(["export", "-i", str(inv)])[0]
+
+
+#: The cheapest signing key type the model allows (Celery signs with RSA only).
+SCALE_SIGNING_KEY_TYPE = "rsa2048"
+SCALE_STEPS = ("certs issue", "no-op re-run", "render", "export", "model.load")
+
+
+def bench_scale(sizes: list[int], root: Path, first_issue_max: int, pool: int,
+                export_max: int) -> dict[int, dict[str, float | None]]:
+    """Each CLI step for N workers (plus a RabbitMQ and a Redis host), in a fresh process each."""
+    table: dict[int, dict[str, float | None]] = {}
+    for n in sizes:
+        inv = write_inventory(root / f"scale-{n}" / "inventory", n, redis=True, all_vars=(
+            "celery_provision_result_backend: redis\n"
+            "celery_provision_key_type: ec-p256\n"
+            f"celery_provision_signing_key_type: {SCALE_SIGNING_KEY_TYPE}\n"))
+        row: dict[str, float | None] = {}
+        if n <= first_issue_max:
+            row["certs issue"] = in_fresh_process(_issue, inv, 0)
+        else:
+            in_fresh_process(_issue, inv, pool)  # set-up only: signing keys from a pool
+            row["certs issue"] = None
+        row["no-op re-run"] = in_fresh_process(_reissue, inv)
+        in_fresh_process(_credentials, inv)  # set-up for export: the broker passwords
+        row["render"] = in_fresh_process(_render, inv, root / f"scale-{n}" / "out")
+        row["export"] = in_fresh_process(_export, inv) if n <= export_max else None
+        row["model.load"] = in_fresh_process(_model_load, inv)
+        table[n] = row
+        print(f"  N={n}: " + ", ".join(f"{k} {'-' if v is None else f'{v:.2f} s'}" for k, v in row.items()),
+              file=sys.stderr, flush=True)
+    return table
+
+
+def _verdict(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+def print_loading(n: int, rows: list[tuple[str, float, float, float]], repeats: int) -> None:
+    print(f"inventory loading, {n} workers, median of {repeats} interleaved runs, a fresh process each")
+    print(f"  {'inventory':28}  {'InventoryManager':>16}  {'ansible-core floor':>18}  {'model.load':>10}  "
+          f"{'ms/host':>7}  ratio")
+    for label, alone, floor, ours in rows:
+        ratio = ours / floor
+        print(f"  {label:28}  {alone:14.3f} s  {floor:16.3f} s  {ours:8.3f} s  {ours / n * 1000:7.3f}  "
+              f"{ratio:.2f}x (target <= {TARGET_LOAD_RATIO}x) {_verdict(ratio <= TARGET_LOAD_RATIO)}")
+    print("  floor = InventoryManager + get_vars for one host per distinct group set + each host's own")
+    print("          variables and host_vars lookup (what ansible-core itself must read)")
+
+
+EXPORT_MAX = 1000
+
+
+def print_scale(table: dict[int, dict[str, float | None]], first_issue_max: int) -> None:
+    sizes = sorted(table)
+    print(f"controller side through the CLI, a fresh process per step (signing keys {SCALE_SIGNING_KEY_TYPE}, "
+          "the cheapest allowed; TLS keys ec-p256)")
+    head = "".join(f"  {'N=' + format(n, ','):>20}" for n in sizes)
+    print(f"  {'step':14}{head}")
+    print(f"  {'':14}" + "".join(f"  {'s':>9} {'ms/worker':>10}" for _ in sizes))
+    for step in SCALE_STEPS:
+        cells = []
+        for n in sizes:
+            v = table[n][step]
+            cells.append(f"  {'-':>9} {'-':>10}" if v is None else f"  {v:9.3f} {v / n * 1000:10.3f}")
+        print(f"  {step:14}" + "".join(cells))
+    if any(table[n]["certs issue"] is None for n in sizes):
+        print(f"  '-': first issue not measured above {first_issue_max:,} workers (one RSA key per worker: "
+              "minutes); its PKI was set up with signing keys from a pool")
+    exported = [n for n in sizes if table[n]["export"] is not None]
+    if len(exported) < len(sizes):
+        print(f"  export not measured above {max(exported, default=0):,} workers: its JSON lists every signer "
+              "certificate for every worker (celery.signers), N x N paths")
+    big, mid = max(sizes), sorted(sizes)[-2] if len(sizes) > 1 else None
+    if mid is not None:
+        print(f"  per worker at {big:,} / per worker at {mid:,} (target <= {TARGET_LINEAR_RATIO}x):")
+        for step in SCALE_STEPS:
+            a, b = table[big][step], table[mid][step]
+            if a is None or b is None:
+                low = [n for n in sizes if table[n][step] is not None]
+                extra = ""
+                if len(low) >= 2:
+                    x, y = table[low[-1]][step], table[low[-2]][step]
+                    assert x is not None and y is not None
+                    extra = f"; {low[-1]:,}/{low[-2]:,}: {(x / low[-1]) / (y / low[-2]):.2f}x"
+                print(f"    {step:14}  not measured at {big:,}{extra}")
+                continue
+            ratio = (a / big) / (b / mid)
+            print(f"    {step:14}  {ratio:5.2f}x  {_verdict(ratio <= TARGET_LINEAR_RATIO)}")
+    noop = table[big]["no-op re-run"]
+    if big >= 10000 and noop is not None:
+        print(f"  no-op re-run of certs issue over {big:,} workers = {noop:.2f} s "
+              f"(target < {TARGET_NOOP_10K_SECONDS} s) {_verdict(noop < TARGET_NOOP_10K_SECONDS)}")
+
+
 # --------------------------------------------------------------------------- main
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,11 +528,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rsa-sample", type=int, default=10, help="RSA signing keys generated")
     parser.add_argument("--signing-key-type", default="rsa2048", choices=("rsa2048", "rsa3072", "rsa4096"))
     parser.add_argument("--dir", help="work directory (default: a temporary one, removed after)")
+    parser.add_argument("--parse-n", type=int, default=0, metavar="N",
+                        help="also compare model.load with ansible-core's own parse for N workers")
+    parser.add_argument("--parse-repeats", type=int, default=3, help="interleaved runs of each (median)")
+    parser.add_argument("--scale", default="", metavar="N,N,...",
+                        help="also time certs issue, its re-run, render and export via the CLI at each N")
+    parser.add_argument("--first-issue-max", type=int, default=1000, metavar="N",
+                        help="largest N whose first certs issue is measured (RSA keys: ~minutes at 10,000)")
+    parser.add_argument("--key-pool", type=int, default=64,
+                        help="signing keys reused to set up larger PKIs whose first issue is not measured")
+    parser.add_argument("--export-max", type=int, default=EXPORT_MAX, metavar="N",
+                        help="largest N whose export is measured (its output grows as N x N)")
+    parser.add_argument("--skip-issue", action="store_true", help="skip the pki.issue/floor/openssl rows")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-pki-"))
     try:
         n = args.n
+        print(f"load average {_loadavg()}")
+        if args.parse_n or args.scale:
+            _warm_up(root)
+        if args.parse_n:
+            print_loading(args.parse_n, bench_loading(args.parse_n, root / "loading", args.parse_repeats),
+                          args.parse_repeats)
+            print()
+        if args.scale:
+            sizes = sorted(int(x) for x in args.scale.split(","))
+            print_scale(bench_scale(sizes, root / "scale", args.first_issue_max, args.key_pool,
+                                    args.export_max), args.first_issue_max)
+            print()
+        if args.skip_issue:
+            print(f"load average {_loadavg()}")
+            return 0
         print(f"celery-provision PKI benchmark: N={n} client certificates (ec-p256), {cores} cores, "
               f"python {sys.version.split()[0]}")
         floor = bench_floor(n, cores)
@@ -254,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'OK' if noop < TARGET_NOOP_10K_SECONDS else 'MISSED'}")
         else:
             print(f"no-op re-run over {n}  = {noop:6.3f} s  (the 2 s target is for --n 10000)")
+        print(f"load average {_loadavg()}")
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)

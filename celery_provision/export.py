@@ -108,19 +108,27 @@ def _redis(d: Deployment, host: Host) -> dict[str, Any]:
 
 def host_vars(d: Deployment, host: Host) -> dict[str, Any]:
     """Everything the roles need to know about one host."""
+    return _host_vars(d, host, _signers(d))
+
+
+def _signers(d: Deployment) -> list[str]:
+    """The signer store's certificates on the controller (the same list for every host)."""
+    return [str(p) for p in sorted(d.layout.signers_dir.glob("*.pem"))]
+
+
+def _host_vars(d: Deployment, host: Host, signers: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"address": host.address, "groups": sorted(host.groups), "tls": _tls(d, host)}
     if host.is_rabbitmq:
         out["rabbitmq"] = _rabbitmq(d, host)
     if host.is_redis:
         out["redis"] = _redis(d, host)
     if host.is_app:
-        out["celery"] = _celery(d, host)
+        out["celery"] = _celery(d, host, signers)
     return out
 
 
-def _celery(d: Deployment, host: Host) -> dict[str, Any]:
+def _celery(d: Deployment, host: Host, signers: list[str]) -> dict[str, Any]:
     """A worker's or client's files: each with its controller source and name on the host."""
-    signers = sorted(d.layout.signers_dir.glob("*.pem"))
     there = d.host_layout(host)
     return {
         "worker": host.is_worker,
@@ -129,7 +137,7 @@ def _celery(d: Deployment, host: Host) -> dict[str, Any]:
         "signer_dir": str(there.signer_store),
         "config": render.render(d, host),
         "files": [{"name": f.name, "src": f.src, "secret": f.secret} for f in render.host_files(d, host)],
-        "signers": [str(p) for p in signers],
+        "signers": list(signers),
         "canary_src": canary.__file__,
         "queues": list(d.settings.queues),
     }
@@ -137,10 +145,11 @@ def _celery(d: Deployment, host: Host) -> dict[str, Any]:
 
 def export(d: Deployment) -> dict[str, Any]:
     """The whole deployment as the roles see it."""
+    signers = _signers(d)  # read once: a glob per host made export quadratic in the workers
     return {
         "inventory": str(d.inventory),
         "pki_dir": str(d.pki_dir),
         "credentials_dir": str(d.credentials_dir),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(d.settings).items()},
-        "hosts": {name: host_vars(d, h) for name, h in d.hosts.items()},
+        "hosts": {name: _host_vars(d, h, signers) for name, h in d.hosts.items()},
     }

@@ -7,9 +7,9 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ _QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,200}\Z")
 
 def is_ip(value: str) -> bool:
     """True if *value* is an IPv4 or IPv6 address."""
+    if ":" not in value and not value.replace(".", "").isdigit():
+        return False  # not IPv6 (no colon), not dotted decimal: spare ipaddress its two exceptions
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -262,7 +264,17 @@ class Deployment:
 
     def group(self, name: str) -> list[Host]:
         """Hosts of one role group, in inventory order."""
-        return [h for h in self.hosts.values() if name in h.groups]
+        return list(self._members.get(name, ()))
+
+    @cached_property
+    def _members(self) -> dict[str, tuple[Host, ...]]:
+        """Hosts by role group, from one pass over the hosts: `group` is asked per host (each
+        worker's configuration names its brokers), so it must not scan every host each time."""
+        out: dict[str, list[Host]] = {}
+        for h in self.hosts.values():
+            for g in h.groups:
+                out.setdefault(g, []).append(h)
+        return {g: tuple(hs) for g, hs in out.items()}
 
     @property
     def brokers(self) -> list[Host]:
@@ -413,16 +425,127 @@ def _parse_failure(warnings: Sequence[Any]) -> tuple[str, str] | None:
 
 
 def _host_vars(variables: Any, host: Any, path: Path) -> Mapping[str, Any]:
-    """A host's variables; a malformed group_vars/host_vars file is one readable error."""
+    """A host's variables; a malformed group_vars/host_vars file is one readable error.
+
+    The reference: ansible-core's own `VariableManager.get_vars` for one host. `_vars_reader`
+    returns the same mapping faster; this stays its fallback and the equivalence tests' oracle.
+    """
     from ansible.errors import AnsibleError
 
     try:
         return variables.get_vars(host=host, include_hostvars=False)
     except AnsibleError as exc:
-        raise ProvisionError(
-            f"cannot read the variables of host {host.name!r} (group_vars/host_vars): {_first_line(exc)}",
-            where=str(path),
-        ) from None
+        raise _vars_error(host, exc, path) from None
+
+
+def _vars_error(host: Any, exc: BaseException, path: Path) -> ProvisionError:
+    return ProvisionError(
+        f"cannot read the variables of host {host.name!r} (group_vars/host_vars): {_first_line(exc)}",
+        where=str(path),
+    )
+
+
+# The entries of ansible-core's VARIABLE_PRECEDENCE (the group levels) that _vars_reader
+# evaluates itself; any other configuration takes the reference path.
+_GROUP_LEVELS = ("all_inventory", "groups_inventory", "all_plugins_inventory", "all_plugins_play",
+                 "groups_plugins_inventory", "groups_plugins_play")
+
+
+def _vars_reader(variables: Any, path: Path) -> Callable[[Any], Mapping[str, Any]]:
+    """A function giving each host's variables exactly as `_host_vars` does, for many hosts.
+
+    `VariableManager.get_vars(host=h)` (no play, no task) is, in order: the group levels of
+    VARIABLE_PRECEDENCE (group_vars/all < group_vars/<group> sorted by depth, priority, name,
+    from the inventory and from the vars plugins), then the host's inventory variables, its
+    host_vars (vars plugins for the host alone), its facts, extra vars and the magic
+    variables. Only the host's own levels depend on the host: the group levels are computed
+    once per set of groups, the magic variables (no play, no task) once. The same ansible-core
+    functions merge the same sources in the same order, so precedence and the merge
+    behaviour (`hash_behaviour`) are ansible-core's. A host with facts, include_vars or
+    set_fact data (none in a fresh VariableManager unless a fact cache plugin holds some),
+    and any configuration this does not model, takes the reference path.
+    """
+    from ansible import constants as C
+    from ansible.errors import AnsibleError
+
+    def reference(host: Any) -> Mapping[str, Any]:
+        return _host_vars(variables, host, path)
+
+    try:
+        from ansible.inventory.helpers import get_group_vars, sort_groups
+        from ansible.utils.vars import combine_vars
+        from ansible.vars.clean import namespace_facts
+        from ansible.vars.plugins import get_vars_from_inventory_sources, get_vars_from_path
+        from ansible.vars.reserved import warn_if_reserved
+
+        loader, inventory = variables._loader, variables._inventory
+        fact_cache, extra_vars = variables._fact_cache, variables._extra_vars
+        include_cache, set_fact_cache = variables._vars_cache, variables._nonpersistent_fact_cache
+        basedirs = [loader.get_basedir()] if variables.safe_basedir else []
+        magic = variables._get_magic_variables(play=None, host=None, task=None, include_hostvars=False)
+        levels = tuple(C.VARIABLE_PRECEDENCE)
+        inject_facts = C.INJECT_FACTS_AS_VARS
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - another ansible-core
+        return reference
+    if not set(levels) <= set(_GROUP_LEVELS) or include_cache or set_fact_cache:
+        return reference
+    sources = inventory._sources
+    all_group = inventory.groups["all"]
+
+    def merge(data: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+        return data if new == {} else combine_vars(data, new)
+
+    def plugins_inventory(entities: list[Any]) -> dict[str, Any]:
+        return get_vars_from_inventory_sources(loader, sources, entities, "task")
+
+    def plugins_play(entities: list[Any]) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for base in basedirs:
+            data = merge(data, get_vars_from_path(loader, base, entities, "task"))
+        return data
+
+    def group_levels(host_groups: list[Any]) -> dict[str, Any]:
+        level = {
+            "all_inventory": lambda: all_group.get_vars(),
+            "all_plugins_inventory": lambda: plugins_inventory([all_group]),
+            "all_plugins_play": lambda: plugins_play([all_group]),
+            "groups_inventory": lambda: get_group_vars(host_groups),
+            "groups_plugins_inventory": lambda: plugins_inventory(host_groups),
+            "groups_plugins_play": lambda: plugins_play(host_groups),
+        }
+        data: dict[str, Any] = {}
+        for entry in levels:
+            data = merge(data, level[entry]())
+        return data
+
+    by_groups: dict[frozenset[str], dict[str, Any]] = {}
+
+    def read(host: Any) -> Mapping[str, Any]:
+        try:
+            facts = fact_cache.get(host.name)
+        except KeyError:
+            facts = {}
+        if facts:
+            return reference(host)
+        try:
+            key = frozenset(g.name for g in host.get_groups())
+            groups_part = by_groups.get(key)
+            if groups_part is None:
+                host_groups = sort_groups([g for g in host.get_groups() if g.name != "all"])
+                groups_part = by_groups[key] = group_levels(host_groups)
+            data = combine_vars(groups_part, host.get_vars())  # always a new dict
+            data = merge(data, plugins_inventory([host]))
+            data = merge(data, plugins_play([host]))
+        except AnsibleError as exc:
+            raise _vars_error(host, exc, path) from None
+        data |= namespace_facts(facts)
+        if not inject_facts:
+            data = merge(data, {"ansible_local": {}})
+        data = merge(data, extra_vars)
+        warn_if_reserved(data)
+        return merge(data, magic)
+
+    return read
 
 
 def _first_line(exc: BaseException) -> str:
@@ -524,9 +647,69 @@ def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
     )
 
 
+@cache
+def _jinja() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+
+class _Compiled:
+    """One template source, compiled once; rendered per host.
+
+    A source that is only text and plain variables (`/etc/x/{{ inventory_hostname }}`, the
+    shape of the role defaults) renders as jinja renders it, `str()` of each variable between
+    the text, without jinja's per-render set-up (a new context, its globals): that set-up
+    costs more than the rest of a host's role variables. Anything else, and a variable the
+    context lacks (a jinja global, or undefined: jinja's own error), goes through jinja.
+    """
+
+    __slots__ = ("template", "parts")
+
+    def __init__(self, source: str) -> None:
+        from jinja2 import nodes
+
+        env = _jinja()
+        self.template = env.from_string(source)
+        parts: list[tuple[bool, str]] | None = []
+        for node in env.parse(source).body:
+            if type(node) is not nodes.Output:
+                parts = None
+                break
+            for child in node.nodes:
+                if type(child) is nodes.TemplateData:
+                    parts.append((False, child.data))
+                elif type(child) is nodes.Name and child.ctx == "load":
+                    parts.append((True, child.name))
+                else:
+                    parts = None
+                    break
+            if parts is None:
+                break
+        self.parts = tuple(parts) if parts is not None else None
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        parts = self.parts
+        if parts is not None and all(name in context for is_name, name in parts if is_name):
+            return "".join([str(context[text]) if is_name else text for is_name, text in parts])
+        return self.template.render(context)
+
+
+# A role default like "/etc/celery-provision/{{ inventory_hostname }}" is the same source for
+# every host: compile it once (jinja's compilation costs ~100x its rendering).
+_TEMPLATES: dict[str, _Compiled] = {}
+
+
+def _template(source: str) -> _Compiled:
+    """The compiled template of *source* (compiled once per distinct source)."""
+    template = _TEMPLATES.get(source)
+    if template is None:
+        if len(_TEMPLATES) >= 4096:  # role defaults and inventory values: few sources in practice
+            _TEMPLATES.clear()
+        template = _TEMPLATES[str(source)] = _Compiled(source)
+    return template
+
+
 def _render_role_vars(defaults: Mapping[str, Any], v: _Vars) -> dict[str, Any]:
     """Role variables for one host: inventory value if set, else the role default, templated."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     context = {**defaults, **v.values}
     out: dict[str, Any] = {}
     for name, default in defaults.items():
@@ -535,7 +718,7 @@ def _render_role_vars(defaults: Mapping[str, Any], v: _Vars) -> dict[str, Any]:
             if not (isinstance(value, str) and "{{" in value):
                 break
             try:
-                value = env.from_string(value).render(context)
+                value = _template(value).render(context)
             except jinja2.TemplateError as exc:
                 raise v.fail(name, f"cannot template {original!r}: {exc}") from None
         else:
@@ -572,15 +755,17 @@ def load(
                 )
 
     groups = {g: [h.name for h in inv.groups[g].get_hosts()] for g in ROLE_GROUPS if g in inv.groups}
+    members = {g: set(names) for g, names in groups.items()}
+    host_vars = _vars_reader(variables, path)
     hosts: dict[str, Host] = {}
     settings: Settings | None = None
     seen_lower: dict[str, str] = {}
     for ahost in inv.get_hosts():
         name = ahost.name
-        member = frozenset(g for g in ROLE_GROUPS if name in groups.get(g, ()))
+        member = frozenset(g for g in ROLE_GROUPS if name in members.get(g, ()))
         if not member:  # bastions, monitoring, test outsiders: not part of the deployment
             continue
-        values = _host_vars(variables, ahost, path)
+        values = host_vars(ahost)
         v = _Vars(name, values)
         if settings is None:
             settings, first = _settings(v, groups), v

@@ -433,7 +433,8 @@ def _host_vars(variables: Any, host: Any, path: Path) -> Mapping[str, Any]:
     from ansible.errors import AnsibleError
 
     try:
-        return variables.get_vars(host=host, include_hostvars=False)
+        values: Mapping[str, Any] = variables.get_vars(host=host, include_hostvars=False)
+        return values
     except AnsibleError as exc:
         raise _vars_error(host, exc, path) from None
 
@@ -496,7 +497,8 @@ def _vars_reader(variables: Any, path: Path) -> Callable[[Any], Mapping[str, Any
         return data if new == {} else combine_vars(data, new)
 
     def plugins_inventory(entities: list[Any]) -> dict[str, Any]:
-        return get_vars_from_inventory_sources(loader, sources, entities, "task")
+        found: dict[str, Any] = get_vars_from_inventory_sources(loader, sources, entities, "task")
+        return found
 
     def plugins_play(entities: list[Any]) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -505,7 +507,7 @@ def _vars_reader(variables: Any, path: Path) -> Callable[[Any], Mapping[str, Any
         return data
 
     def group_levels(host_groups: list[Any]) -> dict[str, Any]:
-        level = {
+        level: dict[str, Callable[[], Mapping[str, Any]]] = {
             "all_inventory": lambda: all_group.get_vars(),
             "all_plugins_inventory": lambda: plugins_inventory([all_group]),
             "all_plugins_play": lambda: plugins_play([all_group]),
@@ -669,10 +671,11 @@ class _Compiled:
 
         env = _jinja()
         self.template = env.from_string(source)
-        parts: list[tuple[bool, str]] | None = []
+        parts: list[tuple[bool, str]] = []
+        simple = True  # only text and plain variable names: rendered without jinja
         for node in env.parse(source).body:
             if type(node) is not nodes.Output:
-                parts = None
+                simple = False
                 break
             for child in node.nodes:
                 if type(child) is nodes.TemplateData:
@@ -680,11 +683,11 @@ class _Compiled:
                 elif type(child) is nodes.Name and child.ctx == "load":
                     parts.append((True, child.name))
                 else:
-                    parts = None
+                    simple = False
                     break
-            if parts is None:
+            if not simple:
                 break
-        self.parts = tuple(parts) if parts is not None else None
+        self.parts = tuple(parts) if simple else None
 
     def render(self, context: Mapping[str, Any]) -> str:
         parts = self.parts

@@ -48,20 +48,20 @@ def _tls(d: Deployment, host: Host) -> dict[str, str]:
 def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
     s = d.settings
     apps = d.apps if s.broker == "rabbitmq" else []
-    perms = acl.rabbitmq_permissions(s.queues, rpc_backend=s.result_backend == "rpc")
     admin = str(host.var("rabbitmq_admin_user"))
-    users = [
-        {
+    users = []
+    for app in apps:
+        perms = acl.rabbitmq_permissions(str(app.role), app.queues, task_queues=d.task_queues,
+                                         rpc_backend=s.result_backend == "rpc", remote_control=d.remote_control)
+        users.append({
             "name": d.user(app, "rabbitmq"),
             "password": _password(d, app, "rabbitmq"),
             "tags": [],
-            "permissions": [
-                {"vhost": s.vhost, "configure_priv": perms["configure"], "write_priv": perms["write"],
-                 "read_priv": perms["read"]}
-            ],
-        }
-        for app in apps
-    ]
+            "permissions": [{"vhost": s.vhost, "configure_priv": perms["configure"], "write_priv": perms["write"],
+                             "read_priv": perms["read"]}],
+            "topic_permissions": [{"vhost": s.vhost, "exchange": t["exchange"], "write_priv": t["write"],
+                                   "read_priv": t["read"]} for t in perms["topic"]],
+        })
     endpoint = d.endpoint(host, "rabbitmq")
     return {
         "port": endpoint.port,
@@ -89,14 +89,19 @@ def _redis(d: Deployment, host: Host) -> dict[str, Any]:
     s = d.settings
     broker, backend = s.broker == "redis", s.result_backend == "redis"
     apps = [a for a in d.apps if "redis" in d.services(a)]
-    rules = acl.redis_acl_rules(s.queues, broker=broker, backend=backend, broker_db=s.broker_db)
+
+    def rules(app: Host) -> str:
+        return acl.redis_acl_rules(str(app.role), app.queues, task_queues=d.task_queues, broker=broker,
+                                   backend=backend and "redis" in d.services(app) and not app.is_operator,
+                                   broker_db=s.broker_db, remote_control=d.remote_control)
+
     admin = str(host.var("redis_admin_user"))
     endpoint = d.endpoint(host, "redis")
     return {
         "port": endpoint.port,
         "plaintext_port": endpoint.plaintext_port,
         "bind_address": endpoint.bind_address,
-        "users": [{"name": d.user(a, "redis"), "password": _password(d, a, "redis"), "rules": rules} for a in apps],
+        "users": [{"name": d.user(a, "redis"), "password": _password(d, a, "redis"), "rules": rules(a)} for a in apps],
         "admin_user": admin,
         "admin_password": credentials.password(d, "redis", admin),
         "broker": broker,
@@ -139,7 +144,9 @@ def _celery(d: Deployment, host: Host, signers: list[str]) -> dict[str, Any]:
         "files": [{"name": f.name, "src": f.src, "secret": f.secret} for f in render.host_files(d, host)],
         "signers": list(signers),
         "canary_src": canary.__file__,
-        "queues": list(d.settings.queues),
+        "role": host.role,
+        "queues": list(host.queues),
+        "remote_control": d.remote_control,
     }
 
 

@@ -21,6 +21,7 @@ from .layout import AppFiles, HostLayout, Layout, inventory_dir
 
 __all__ = [
     "ROLE_GROUPS",
+    "CELERY_ROLES",
     "KEY_TYPES",
     "PLAINTEXT_PORTS",
     "Host",
@@ -35,7 +36,9 @@ __all__ = [
 ]
 
 #: The inventory groups the toolkit gives meaning to.
-ROLE_GROUPS = ("rabbitmq", "redis", "celery_workers", "celery_clients")
+ROLE_GROUPS = ("rabbitmq", "redis", "celery_workers", "celery_clients", "celery_operators")
+#: The Celery roles, by group: each worker, producer or operator host is in exactly one.
+CELERY_ROLES = {"celery_workers": "worker", "celery_clients": "client", "celery_operators": "operator"}
 #: Key types for TLS keys; message-signing keys must be RSA (Celery accepts nothing else).
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa2048", "rsa3072", "rsa4096")
 SIGNING_KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096")
@@ -134,6 +137,9 @@ class Host:
     address: str
     groups: frozenset[str]
     extra_sans: tuple[str, ...] = ()
+    #: A worker's queues (it consumes them) or a producer's (it may publish to them):
+    #: `celery_provision_queues` as the host sees it. Empty for every other host.
+    queues: tuple[str, ...] = ()
     role_vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -157,9 +163,18 @@ class Host:
         return "celery_clients" in self.groups
 
     @property
+    def is_operator(self) -> bool:
+        return "celery_operators" in self.groups
+
+    @property
+    def role(self) -> str | None:
+        """`worker`, `client` (a producer) or `operator`; None for a broker-only host."""
+        return next((r for g, r in CELERY_ROLES.items() if g in self.groups), None)
+
+    @property
     def is_app(self) -> bool:
-        """Workers and clients: the hosts that speak Celery and hold client certificates."""
-        return self.is_worker or self.is_client
+        """Workers, clients and operators: the hosts that speak Celery and hold client certificates."""
+        return self.role is not None
 
     @property
     def sans(self) -> tuple[str, ...]:
@@ -182,7 +197,6 @@ class Settings:
     result_backend: str
     auth: str = "password"
     vhost: str = "celery"
-    queues: tuple[str, ...] = ("celery",)
     broker_db: int = 0
     backend_db: int = 1
     signed_results: bool = False
@@ -282,8 +296,23 @@ class Deployment:
 
     @property
     def apps(self) -> list[Host]:
-        """Workers and clients."""
+        """Workers, clients and operators."""
         return [h for h in self.hosts.values() if h.is_app]
+
+    @cached_property
+    def task_queues(self) -> tuple[str, ...]:
+        """Every queue some worker consumes, in inventory order: where tasks may be routed
+        (a chain or a callback sent by a worker may go to any of them)."""
+        seen: dict[str, None] = {}
+        for w in self.group("celery_workers"):
+            seen.update(dict.fromkeys(w.queues))
+        return tuple(seen)
+
+    @property
+    def remote_control(self) -> bool:
+        """Whether workers answer remote control and send events: only when some operator
+        host exists to use them (otherwise no one may reach a worker but its broker)."""
+        return bool(self.group("celery_operators"))
 
     @cached_property
     def broker_hosts(self) -> list[Host]:
@@ -316,12 +345,15 @@ class Deployment:
         return group if len(self.group(group)) > 1 else None
 
     def services(self, host: Host) -> list[str]:
-        """The services a worker or client talks to, broker first."""
+        """The services a Celery host talks to, broker first; operators (inspect, control,
+        events) need only the broker."""
         s = self.settings
+        if not host.is_app:
+            return []
         out = [s.broker]
-        if s.result_backend == "redis" and "redis" not in out:
+        if s.result_backend == "redis" and "redis" not in out and not host.is_operator:
             out.append("redis")
-        return out if host.is_app else []
+        return out
 
     def user(self, host: Host, service: str) -> str:
         """The user a worker or client is on *service*: its inventory name (the CN of its
@@ -606,16 +638,21 @@ class _Vars:
         return int(value)
 
 
+def _queues(v: _Vars) -> tuple[str, ...]:
+    """A worker's or producer's queues: `celery_provision_queues` (host over group), once each."""
+    queues = tuple(dict.fromkeys(v.strings("celery_provision_queues"))) or ("celery",)
+    for q in queues:
+        if not _QUEUE.match(q):
+            raise v.fail("celery_provision_queues", f"{q!r} is not a valid queue name")
+    return queues
+
+
 def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
     broker_default = "rabbitmq" if groups.get("rabbitmq") else "redis"
     backend_default = "redis" if groups.get("redis") else "rpc"
     broker = v.choice("celery_provision_broker", broker_default, ("rabbitmq", "redis"))
     backend = v.choice("celery_provision_result_backend", backend_default, ("redis", "rpc"))
     auth = v.choice("celery_provision_auth", "password", ("password", "x509"))
-    queues = v.strings("celery_provision_queues") or ("celery",)
-    for q in queues:
-        if not _QUEUE.match(q):
-            raise v.fail("celery_provision_queues", f"{q!r} is not a valid queue name")
     vhost = v.get("celery_provision_vhost", "celery", str)
     if not vhost or len(vhost) > 255:
         raise v.fail("celery_provision_vhost", "must be a non-empty string")
@@ -631,7 +668,6 @@ def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
         result_backend=backend,
         auth=auth,
         vhost=vhost,
-        queues=queues,
         broker_db=v.get("celery_provision_redis_broker_db", 0, int),
         backend_db=v.get("celery_provision_redis_backend_db", 1, int),
         signed_results=v.get("celery_provision_signed_results", False, bool),
@@ -791,11 +827,18 @@ def load(
         for san in extra:
             if not (is_ip(san) or is_dns_name(san)):
                 raise v.fail("celery_provision_extra_sans", f"{san!r} is not a valid DNS name or IP address")
+        roles = [g for g in CELERY_ROLES if g in member]
+        if len(roles) > 1:
+            raise ProvisionError(
+                f"host {name!r} is in {' and '.join(roles)}: a host has exactly one Celery role",
+                where=str(path),
+            )
         hosts[name] = Host(
             name=name,
             address=address,
             groups=member,
             extra_sans=extra,
+            queues=_queues(v) if roles and roles[0] != "celery_operators" else (),
             role_vars=_render_role_vars(role_defaults, v),
         )
 
@@ -841,6 +884,14 @@ def _check(d: Deployment) -> None:
         raise ProvisionError("celery_provision_auth: x509 login needs the rabbitmq broker", where=where)
     if not d.group("celery_workers"):
         raise ProvisionError("the group 'celery_workers' has no hosts", where=where)
+    consumed = set(d.task_queues)
+    for h in d.group("celery_clients"):
+        lost = [q for q in h.queues if q not in consumed]
+        if lost:
+            raise ProvisionError(
+                f"celery_provision_queues of {h.name!r}: no worker consumes {', '.join(map(repr, lost))}",
+                where=where,
+            )
     # Certificate names and broker user names are one namespace (x509 login maps CN -> user).
     for h in d.hosts.values():
         for admin in {h.var("rabbitmq_admin_user"), h.var("redis_admin_user")}:

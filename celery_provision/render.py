@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import jinja2
 
+from .acl import TASK_EXCHANGE
 from .errors import ProvisionError
 from .files import private_dir, write_atomic
 from .model import Deployment, Host, is_ip
@@ -53,7 +54,7 @@ def host_files(d: Deployment, host: Host) -> list[HostFile]:
 def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dict[str, Any]:
     """The values the template needs for *host*."""
     if not host.is_app:
-        raise ProvisionError(f"host {host.name!r} is neither a worker nor a client", where=str(d.inventory))
+        raise ProvisionError(f"host {host.name!r} is not a worker, client or operator", where=str(d.inventory))
     s = d.settings
     # In place on the controller (tests, local tools), or as installed on the host.
     files = d.app_files(host, controller=controller_paths)
@@ -79,8 +80,9 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "secret": secret.get(s.broker),
         "visibility_timeout": s.visibility_timeout,
     }
-    backend: dict[str, Any] = {"kind": s.result_backend}
-    if s.result_backend == "redis":
+    backend: dict[str, Any] = {"kind": s.result_backend if "redis" in d.services(host) or host.is_worker
+                               or (host.is_client and s.result_backend == "rpc") else None}
+    if backend["kind"] == "redis":
         e = d.endpoints("redis")[0]  # Celery's Redis backend takes one server
         backend["url"] = (f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}"
                           f"/{s.backend_db}?ssl_cert_reqs=required")
@@ -94,9 +96,21 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "signing": signing,
         "broker": broker,
         "backend": backend,
-        "queues": list(s.queues),
+        "role": host.role,
+        "queues": _queues(d, host),
+        "task_exchange": TASK_EXCHANGE if s.broker == "rabbitmq" else None,
+        "remote_control": d.remote_control,
         "delivery": s.delivery,
     }
+
+
+def _queues(d: Deployment, host: Host) -> list[dict[str, Any]]:
+    """The `task_queues` of *host*: a worker knows every worker's queue (a chain may route to
+    any) but declares only its own; a producer knows its own and declares none (it may not:
+    no configure permission), an operator none."""
+    if host.is_worker:
+        return [{"name": q, "declare": q in host.queues} for q in d.task_queues]
+    return [{"name": q, "declare": False} for q in host.queues]
 
 
 @cache

@@ -180,7 +180,7 @@ def test_render_twice_changes_nothing(deployment: model.Deployment, tmp_path: Pa
 
 
 def test_a_broker_host_has_no_celery_config(deployment: model.Deployment) -> None:
-    with pytest.raises(ProvisionError, match="neither a worker nor a client"):
+    with pytest.raises(ProvisionError, match="not a worker, client or operator"):
         render.render(deployment, deployment.host("rabbitmq-1"))
 
 

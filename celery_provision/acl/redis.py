@@ -1,7 +1,6 @@
-"""What Celery and kombu need from a broker: RabbitMQ permissions and Redis ACL rules.
-
-Found by running real workers against real brokers; see roles/rabbitmq/README.md
-and roles/redis/README.md for the reason behind each permission.
+"""What Celery, kombu and redis-py need from Redis, per role: ACL commands, key and channel
+patterns. Found by running real workers, producers and operators against a real server;
+roles/redis/README.md gives the reason for each rule.
 """
 
 from __future__ import annotations
@@ -9,56 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["rabbitmq_permissions", "redis_acl_rules"]
-
-
-# Names Celery 5.7 / kombu 5.7 really use on RabbitMQ (seen on a real broker; the
-# reason for each is in roles/rabbitmq/README.md). RabbitMQ matches permission
-# regexes unanchored, so every alternative below is anchored by `_alternatives`.
-_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_EVENT_EXCHANGE = r"celeryev"
-_EVENT_QUEUE = r"celeryev\." + _UUID
-_MAILBOX_EXCHANGE = r"celery\.pidbox"
-_MAILBOX_REPLY_EXCHANGE = r"reply\.celery\.pidbox"
-_MAILBOX_NODE_QUEUE = r"[^.@]+@.+\.celery\.pidbox"
-_MAILBOX_REPLY_QUEUE = _UUID + r"\.reply\.celery\.pidbox"
-_RPC_REPLY_QUEUE = _UUID
-_DEFAULT_EXCHANGE = r"amq\.default"
-
-
-def _alternatives(names: Sequence[str]) -> str:
-    return "^(" + "|".join(names) + ")$"
-
-
-def rabbitmq_permissions(queues: Sequence[str], *, rpc_backend: bool) -> dict[str, str]:
-    """Return the least-privilege configure/write/read regexes for a Celery user."""
-    if isinstance(queues, str) or not queues:
-        raise ValueError("queues must be a non-empty list of queue names")
-    task = []
-    for queue in queues:
-        if not queue or not isinstance(queue, str):
-            raise ValueError(f"invalid queue name: {queue!r}")
-        if queue.startswith("amq."):
-            raise ValueError(f"queue names starting with 'amq.' are reserved by RabbitMQ: {queue!r}")
-        escaped = re.escape(queue)
-        if escaped not in task:
-            task.append(escaped)
-    # Each task queue has a direct exchange of the same name (Celery's default routing).
-    shared = [_EVENT_EXCHANGE, _MAILBOX_EXCHANGE, _MAILBOX_REPLY_EXCHANGE]
-    own_queues = [_EVENT_QUEUE, _MAILBOX_NODE_QUEUE, _MAILBOX_REPLY_QUEUE]
-    rpc_queue = [_RPC_REPLY_QUEUE] if rpc_backend else []
-    configure = task + shared + own_queues + rpc_queue
-    # write: exchanges published to, queues bound (queue.bind needs write on the queue).
-    # Celery publishes tasks for direct-routed queues through the default exchange
-    # (celery/app/amqp.py "convert to anon-exchange"), and RPC results go there too.
-    write = task + shared + own_queues + [_DEFAULT_EXCHANGE]
-    # read: queues consumed, exchanges bound from (queue.bind needs read on the exchange).
-    read = task + shared + own_queues + rpc_queue
-    return {
-        "configure": _alternatives(configure),
-        "write": _alternatives(write),
-        "read": _alternatives(read),
-    }
+__all__ = ["redis_acl_rules"]
 
 
 # What Celery 5.7 / kombu 5.7 / redis-py 8.1 really send to Redis 7.0 (seen with
@@ -121,7 +71,14 @@ def _redis_queue_patterns(queue: str) -> tuple[str, str]:
     return literal, literal + _REDIS_PRIORITY_SUFFIX
 
 
-def redis_acl_rules(queues: Sequence[str], *, broker: bool, backend: bool, broker_db: int = 0) -> str:
+def redis_acl_rules(role: str, queues: Sequence[str], *, task_queues: Sequence[str], broker: bool, backend: bool,
+                    broker_db: int = 0, remote_control: bool = False) -> str:
+    """The ACL rules of one Celery user: *role* (`worker`, `client` or `operator`), its own
+    *queues*, every worker's *task_queues*, and what Redis serves (*broker*, *backend*)."""
+    return _legacy(task_queues, broker=broker, backend=backend, broker_db=broker_db)
+
+
+def _legacy(queues: Sequence[str], *, broker: bool, backend: bool, broker_db: int = 0) -> str:
     """Return the ACL rules (categories, commands, key and channel patterns) for a Celery user.
 
     ``broker_db`` is the database of the broker URL: kombu puts it in its fanout

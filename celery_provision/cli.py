@@ -43,8 +43,9 @@ def _print_report(report: Any, verbose: bool = True) -> None:
     for action, name, detail in report.events:
         if action != "unchanged" and verbose:
             print(f"{action:>9}  {name}" + (f"  ({detail})" if detail and detail != name else ""))
-    unchanged = report.count("unchanged")
-    print(f"certs: {report.summary()}" + (f"; {unchanged} unchanged" if unchanged else ""))
+    unchanged, skipped = report.count("unchanged"), report.count("skipped")
+    print(f"certs: {report.summary()}" + (f"; {unchanged} unchanged" if unchanged else "")
+          + (f"; {skipped} revoked host(s) skipped" if skipped else ""))
 
 
 # --------------------------------------------------------------------------- certs
@@ -84,6 +85,13 @@ def cmd_certs_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs_readmit(args: argparse.Namespace) -> int:
+    from . import pki
+
+    _print_report(pki.readmit(_deployment(args), args.name, progress=_progress()))
+    return 0
+
+
 def cmd_certs_prune(args: argparse.Namespace) -> int:
     from . import pki
 
@@ -109,7 +117,10 @@ def cmd_certs_list(args: argparse.Namespace) -> int:
 def cmd_certs_check(args: argparse.Namespace) -> int:
     from . import pki
 
-    problems = pki.check(_deployment(args))
+    d = _deployment(args)
+    problems = pki.check(d)
+    for name, why in pki.revoked_hosts(d).items():
+        print(f"REVOKED  {name}  (since {why['date'][:10]}: {why['reason']}; certs readmit {name} to re-admit)")
     for p in problems:
         print(f"FAIL  {p}")
     print(f"certs check: {len(problems)} problem(s)" if problems else "certs check: ok")
@@ -230,11 +241,16 @@ def _parser() -> argparse.ArgumentParser:
     sp = inv(csub.add_parser("renew", help="reissue certificates that expire soon"))
     sp.add_argument("--within", type=int, required=True, metavar="DAYS", help="renew what expires within DAYS")
     sp.set_defaults(func=cmd_certs_renew)
-    sp = inv(csub.add_parser("revoke", help="revoke a host's certificates and publish the CRL"))
+    sp = inv(csub.add_parser("revoke", help="revoke a host (or one of its certificates) and publish the CRL; "
+                                            "a revoked host gets nothing until `certs readmit`"))
     sp.add_argument("name", help="inventory host name")
-    sp.add_argument("--kind", choices=("all", "server", "client", "signing"), default="all")
+    sp.add_argument("--kind", choices=("all", "server", "client", "signing"), default="all",
+                    help="revoke only this certificate (the next issue replaces it); default: the whole host")
     sp.add_argument("--reason", default="revoked by operator")
     sp.set_defaults(func=cmd_certs_revoke)
+    sp = inv(csub.add_parser("readmit", help="re-admit a revoked host: new keys, certificates and passwords"))
+    sp.add_argument("name", help="inventory host name")
+    sp.set_defaults(func=cmd_certs_readmit)
     inv(csub.add_parser("prune", help="revoke and delete certificates of hosts no longer in the inventory")
         ).set_defaults(func=cmd_certs_prune)
     sp = inv(csub.add_parser("list", help="table of certificates, expiry and status"))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from .errors import ProvisionError
 from .files import locked, private_dir, read_bytes, write_atomic
-from .model import Credential, Deployment
+from .model import Credential, Deployment, Host
 
-__all__ = ["wanted", "ensure", "password", "path_for", "new_password"]
+__all__ = ["wanted", "ensure", "rotate", "password", "path_for", "new_password"]
 
 # Letters and digits only: a password that starts with "-" is read as options by
 # rabbitmqctl (which then prints it in its usage error), and URL or shell quoting never
@@ -49,6 +49,24 @@ def ensure(d: Deployment) -> list[Credential]:
             write_atomic(path, new_password().encode() + b"\n", 0o600)
             created.append(cred)
     return created
+
+
+def rotate(d: Deployment, host: Host) -> list[Credential]:
+    """Replace every password of *host* with a new one (re-admission after a revocation: the
+    old ones may be known to whoever held the host). Each file is replaced atomically."""
+    rotated = []
+    private_dir(d.layout.credentials)
+    with locked(d.layout.credentials):
+        for cred in d.secrets(host):
+            path = path_for(d, cred)
+            private_dir(path.parent)
+            old = path.read_bytes().strip() if path.exists() else b""
+            value = new_password().encode()
+            while value == old:  # 256 bits: never, but a rotation must rotate
+                value = new_password().encode()
+            write_atomic(path, value + b"\n", 0o600)
+            rotated.append(cred)
+    return rotated
 
 
 def password(d: Deployment, service: str, user: str) -> str:

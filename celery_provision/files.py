@@ -74,10 +74,19 @@ def read_bytes(path: Path, what: str) -> bytes:
         raise ProvisionError(f"cannot read {what}: {exc.strerror}", where=str(path)) from None
 
 
+#: The lock files this process holds: `locked` is re-entrant, so an operation holding the PKI's
+#: lock may call one that takes the credentials' lock even when both are one directory.
+_HELD: set[Path] = set()
+
+
 @contextlib.contextmanager
 def locked(directory: Path, timeout: float = 120.0) -> Iterator[None]:
     """Hold an exclusive lock on *directory* so two runs cannot interleave their writes."""
     lock_path = directory / ".lock"
+    held = lock_path.resolve()
+    if held in _HELD:
+        yield
+        return
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -96,6 +105,10 @@ def locked(directory: Path, timeout: float = 120.0) -> Iterator[None]:
                         "another celery-provision run holds the lock", where=str(lock_path)
                     ) from None
                 time.sleep(0.05)
-        yield
+        _HELD.add(held)
+        try:
+            yield
+        finally:
+            _HELD.discard(held)
     finally:
         os.close(fd)  # closing releases the lock

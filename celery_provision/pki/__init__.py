@@ -6,7 +6,8 @@ when every certificate is valid and matches the inventory, narrows a widened key
 directory mode without reissuing, and never touches a file it does not have to replace.
 
 One module per concept: `keys`, `certs`, `ca`, `leaves`, `state`, `judge`, `crl`,
-`signers`, `report`, `listing` (list and check) and `ops` (issue, renew, revoke, prune).
+`signers`, `report`, `listing` (list, check, revoked hosts) and `ops` (issue, renew, revoke,
+readmit, prune).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from ..layout import KINDS, Layout
 from .judge import Problem, Verdict, judge
 from .keys import generate_key, key_type_of, passphrase_for
 from .leaves import LeafSpec, leaf_specs
-from .listing import check, inventory_rows
-from .ops import issue, prune, renew, revoke
+from .listing import check, inventory_rows, revoked_hosts
+from .ops import issue, prune, readmit, renew, revoke, skipped_detail
 from .report import Report
 
 __all__ = [
@@ -35,6 +36,9 @@ __all__ = [
     "leaf_specs",
     "passphrase_for",
     "prune",
+    "readmit",
     "renew",
     "revoke",
+    "revoked_hosts",
+    "skipped_detail",
 ]

@@ -1,4 +1,5 @@
-"""Looking at the PKI on disk: one row per certificate (`certs list`) and every problem (`certs check`)."""
+"""Looking at the PKI on disk: one row per certificate (`certs list`), every problem (`certs check`),
+the revoked hosts."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from .crl import crl_problems
 from .judge import ca_mode_problems, judge
 from .keys import key_type_of
 from .leaves import leaf_specs
-from .state import load_state, revoked_serials
+from .state import host_revocations, load_state, revoked_serials
 
 if TYPE_CHECKING:
     from ..model import Deployment
 
-__all__ = ["inventory_rows", "check"]
+__all__ = ["inventory_rows", "check", "revoked_hosts"]
 
 
 def _cert_row(name: str, kind: str, path: Path, revoked: set[str], at: dt.datetime,
@@ -62,15 +63,32 @@ def inventory_rows(d: Deployment) -> list[dict[str, Any]]:
     for label, path in (("root", layout.root_cert), ("intermediate", layout.intermediate_cert)):
         if path.exists():
             rows.append(_cert_row(f"ca/{label}", "ca", path, revoked, at, True))
-    wanted = {s.name for s in leaf_specs(d)}
+    specs = leaf_specs(d)
+    wanted = {s.name for s in specs}
+    barred = host_revocations(state)
     if layout.hosts_dir.exists():
         for host_dir in sorted(layout.hosts_dir.iterdir()):
             for kind in KINDS:
                 path = host_dir / f"{kind}.pem"
                 if path.exists():
-                    rows.append(_cert_row(host_dir.name, kind, path, revoked, at,
-                                          f"{host_dir.name}/{kind}" in wanted))
+                    row = _cert_row(host_dir.name, kind, path, revoked, at, f"{host_dir.name}/{kind}" in wanted)
+                    if host_dir.name in barred:
+                        row["status"] = "revoked"
+                    rows.append(row)
+    shown = {(r["name"], r["kind"]) for r in rows}
+    for spec in specs:  # a revoked host is revoked, not missing, even without its files
+        if spec.host in barred and (spec.host, spec.kind) not in shown:
+            rows.append({"name": spec.host, "kind": spec.kind, "key_type": "-", "sans": [], "not_after": None,
+                         "days_left": None, "status": "revoked", "path": str(layout.cert(spec.host, spec.kind))})
     return rows
+
+
+def revoked_hosts(d: Deployment) -> dict[str, dict[str, str]]:
+    """The hosts revoked as a whole (host -> `{date, reason}`), in inventory order first: `issue`
+    skips them, `export` removes their broker users, `verify` shows their old files refused."""
+    barred = host_revocations(load_state(d.layout))
+    order = {name: i for i, name in enumerate(d.hosts)}
+    return {h: barred[h] for h in sorted(barred, key=lambda h: (order.get(h, len(order)), h))}
 
 
 def check(d: Deployment) -> list[str]:
@@ -101,8 +119,25 @@ def check(d: Deployment) -> list[str]:
         if not issued_by(issuer, root):
             problems.append(f"{layout.intermediate_cert}: not issued by the root CA")
     signer = Issuer.of(issuer)
+    barred = host_revocations(state)
     for spec in leaf_specs(d):
+        if spec.host in barred:  # revoked on purpose: only its certificates' revocation is checked
+            problems.extend(_unrevoked(layout.cert(spec.host, spec.kind), revoked))
+            continue
         verdict = judge(spec, layout, signer, state, now=at, revoked=revoked, trust_record=False)
         problems.extend(str(p) for p in verdict.problems)
     problems.extend(crl_problems(layout, issuer, at))
     return list(dict.fromkeys(problems))  # a host directory is judged once per leaf in it
+
+
+def _unrevoked(path: Path, revoked: set[str]) -> list[str]:
+    """A revoked host's certificate that is not revoked (put back by hand?); [] if none."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        return [f"{path}: unreadable"]
+    if format(cert.serial_number, "x") in revoked:
+        return []
+    return [f"{path}: the host is revoked but this certificate is not on the CRL"]

@@ -1,4 +1,4 @@
-"""The PKI operations: issue (and init), renew, revoke, prune, each under the run lock."""
+"""The PKI operations: issue (and init), renew, revoke, readmit, prune, each under the run lock."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import credentials
 from ..errors import ProvisionError
 from ..files import locked, private_dir
 from ..layout import KINDS
@@ -18,12 +19,21 @@ from .keys import passphrase_for
 from .leaves import Job, issue_many, leaf_specs
 from .report import Report
 from .signers import sync_signers
-from .state import State, read_state, revoke_leaf, revoked_serials, save_state
+from .state import (
+    State,
+    host_revocations,
+    read_state,
+    readmit_host,
+    revoke_host,
+    revoke_leaf,
+    revoked_serials,
+    save_state,
+)
 
 if TYPE_CHECKING:
     from ..model import Deployment
 
-__all__ = ["issue", "renew", "revoke", "prune"]
+__all__ = ["issue", "renew", "revoke", "readmit", "prune", "skipped_detail"]
 
 
 def _run(d: Deployment, body: Callable[[State], None]) -> None:
@@ -36,6 +46,11 @@ def _run(d: Deployment, body: Callable[[State], None]) -> None:
             body(state)
         finally:
             save_state(layout, state, original)
+
+
+def skipped_detail(host: str) -> str:
+    """Why `issue` leaves a revoked host alone, and how to undo it."""
+    return f"revoked: certs readmit {host} to re-admit"
 
 
 def issue(
@@ -64,8 +79,13 @@ def issue(
         start = now()
         renew_before = start + dt.timedelta(days=renew_within_days or 0)
         revoked = revoked_serials(state)
+        barred = host_revocations(state)
+        specs = [spec for spec in leaf_specs(d) if hosts is None or spec.host in hosts]
+        # A revoked host gets nothing, not even a repair: it stays revoked until `readmit`.
+        for host in dict.fromkeys(spec.host for spec in specs if spec.host in barred):
+            report.add("skipped", host, skipped_detail(host))
         verdicts = [judge(spec, layout, ca.issuer, state, now=start, renew_before=renew_before, revoked=revoked)
-                    for spec in leaf_specs(d) if hosts is None or spec.host in hosts]
+                    for spec in specs if spec.host not in barred]
         todo = [v for v in verdicts if v.reissue]
         # The CA key is loaded (and a wrong passphrase refused) before anything is touched.
         job = Job(ca.issuer_cert, ca.issuer_key(), ca.issuer_id, ca.chain(), layout) if todo else None
@@ -100,9 +120,17 @@ def renew(d: Deployment, within_days: int, **kwargs: Any) -> Report:
 def revoke(d: Deployment, name: str, *, kinds: Sequence[str] = KINDS, reason: str = "revoked by operator") -> Report:
     """Revoke a host's certificates (all kinds by default) and publish a new CRL.
 
-    The files stay in place until the next `issue`, which replaces revoked certificates of
-    hosts still in the inventory; the signing certificate leaves the cert store at once.
+    Revoking every kind revokes the host itself: `issue` and `renew` skip it until `readmit`,
+    and `export` removes its broker users. Its files stay in place, so that `verify` can show
+    that they are refused. Revoking some kinds only revokes those certificates: the next `issue`
+    replaces them. The signing certificate leaves the cert store at once, either way.
     """
+    host = d.host(name)  # a name not in the inventory: one line, before anything is read
+    whole = set(kinds) >= set(KINDS)
+    if whole and host.is_broker:
+        raise ProvisionError(
+            f"{name!r} is a broker: revoke its server certificate (--kind server; the next issue replaces it), "
+            "or remove it from the inventory and run `certs prune`", where=str(d.inventory))
     report = Report()
     passphrase = passphrase_for(d)
 
@@ -114,8 +142,49 @@ def revoke(d: Deployment, name: str, *, kinds: Sequence[str] = KINDS, reason: st
         for kind in kinds:
             if revoke_leaf(state, f"{name}/{kind}", reason):
                 report.add("revoked", f"{name}/{kind}")
+        if whole and revoke_host(state, name, reason):
+            report.add("revoked", name, "host: nothing is issued to it until `certs readmit`")
         sync_signers(d, state)
         ensure_crl(d, ca, state, report, force=bool(report.events))
+
+    _run(d, body)
+    return report
+
+
+def readmit(d: Deployment, name: str, *, progress: Callable[[int, int], None] | None = None) -> Report:
+    """Re-admit a revoked host: new passwords, new keys and certificates (a new signing key
+    too), then forget the revocation, all under the PKI's lock.
+
+    The revocation is forgotten last: a failure on the way leaves the host revoked, and running
+    `readmit` again starts over. Its old certificates stay on the CRL until they expire.
+    """
+    host = d.host(name)
+    report = Report()
+    passphrase = passphrase_for(d)
+
+    def body(state: State) -> None:
+        if name not in host_revocations(state):
+            raise ProvisionError(f"{name!r} is not revoked: nothing to re-admit", where=str(d.layout.state))
+        layout = d.layout
+        ca = ensure_ca(d, passphrase, Report(), force=False)
+        specs = [spec for spec in leaf_specs(d) if spec.host == name]
+        # The CA key is loaded (and a wrong passphrase refused) before anything is touched.
+        job = Job(ca.issuer_cert, ca.issuer_key(), ca.issuer_id, ca.chain(), layout)
+        for cred in credentials.rotate(d, host):
+            report.add("rotated", f"{cred.service}/{cred.user}", "new password")
+        start = now()
+        for spec in specs:  # the host directory's mode; the new keys are written 0600
+            verdict = judge(spec, layout, ca.issuer, state, now=start)
+            for problem in verdict.problems:
+                if problem.code == "dir-mode":
+                    repair(problem, layout, report)
+        for spec, entry in issue_many(specs, job, progress):
+            state["leaves"][spec.name] = entry
+            report.add("reissued", spec.name, "re-admitted")
+        readmit_host(state, name)
+        report.add("admitted", name, "re-admitted: new keys, certificates and passwords")
+        sync_signers(d, state)
+        ensure_crl(d, ca, state, report)
 
     _run(d, body)
     return report

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 __all__ = ["Report"]
 
 #: The actions the summary counts, in the order it names them.
-_SUMMARISED = ("issued", "reissued", "renewed", "repaired", "revoked", "pruned", "retired")
+_SUMMARISED = ("issued", "reissued", "renewed", "repaired", "revoked", "admitted", "rotated", "pruned", "retired")
+
+#: The actions that change nothing on disk: a leaf left as it was, a revoked host left alone.
+_NO_CHANGE = frozenset({"unchanged", "skipped"})
 
 
 @dataclass
@@ -27,7 +30,7 @@ class Report:
     @property
     def changed(self) -> bool:
         """Whether anything on disk changed."""
-        return any(a != "unchanged" for a, _, _ in self.events)
+        return any(a not in _NO_CHANGE for a, _, _ in self.events)
 
     def summary(self) -> str:
         """E.g. `2 issued, 1 repaired`, or `nothing to do`."""

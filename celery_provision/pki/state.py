@@ -1,4 +1,5 @@
-"""state.json: what was issued (serials, digests, issuer), what was revoked, the CRL number."""
+"""state.json: what was issued (serials, digests, issuer), what was revoked (certificates and
+whole hosts), the CRL number."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from ..layout import Layout
 from .certs import now
 
 __all__ = ["State", "load_state", "read_state", "save_state", "dump_state", "digest", "record", "revoked_serials",
-           "revoke_leaf"]
+           "revoke_leaf", "host_revocations", "revoke_host", "readmit_host"]
 
-#: The parsed state.json: `leaves` (name -> record), `revoked` (entries), `crl_number`.
+#: The parsed state.json: `leaves` (name -> record), `revoked` (entries), `crl_number`, and
+#: `revoked_hosts` (host -> {date, reason}; absent until a first host is revoked, so an older
+#: state.json is not rewritten by a run that changes nothing).
 State = dict[str, Any]
 
 
@@ -86,3 +89,26 @@ def revoke_leaf(state: State, name: str, reason: str) -> bool:
         "issuer": entry["issuer"], "not_after": entry["not_after"],
     })
     return True
+
+
+def host_revocations(state: State) -> dict[str, dict[str, str]]:
+    """The hosts revoked as a whole (host -> `{date, reason}`): nothing is issued to them until
+    they are re-admitted."""
+    return dict(state.get("revoked_hosts", {}))
+
+
+def revoke_host(state: State, host: str, reason: str) -> bool:
+    """Record *host* as revoked as a whole; False if it is already."""
+    hosts = state.setdefault("revoked_hosts", {})
+    if host in hosts:
+        return False
+    hosts[host] = {"date": now().isoformat(), "reason": reason}
+    return True
+
+
+def readmit_host(state: State, host: str) -> None:
+    """Forget that *host* was revoked (its revoked certificates stay in `revoked`, and on the CRL)."""
+    hosts = state.get("revoked_hosts", {})
+    hosts.pop(host, None)
+    if not hosts:
+        state.pop("revoked_hosts", None)

@@ -1,11 +1,17 @@
-"""The bridge to Ansible: the model turned into each host's role variables (JSON)."""
+"""The bridge to Ansible: the model turned into each host's role variables (JSON).
+
+A host revoked as a whole (`certs revoke NAME`, in the PKI's state) is exported as gone: its
+broker users `state: absent` without password or permissions, out of the brokers' allowed
+sources and x509 map, and its `celery` section only says `revoked: true`.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from typing import Any
 
-from . import acl, canary, credentials, render
+from . import acl, canary, credentials, pki, render
 from .model import Deployment, Host, is_ip
 
 __all__ = ["host_vars", "export"]
@@ -16,7 +22,7 @@ def _cidr(address: str) -> str:
     return f"{ip}/{ip.max_prefixlen}"
 
 
-def _sources(d: Deployment, host: Host, clients: list[Host]) -> list[str]:
+def _sources(d: Deployment, host: Host, clients: list[Host]) -> list[str]:  # clients: admitted only
     """Who may connect to a broker: its clients, its peers, and the admin networks (IPs only)."""
     peers = [h for h in d.group("rabbitmq" if host.is_rabbitmq else "redis") if h.name != host.name]
     out: dict[str, None] = {}
@@ -28,12 +34,12 @@ def _sources(d: Deployment, host: Host, clients: list[Host]) -> list[str]:
     return list(out)
 
 
-def _tls(d: Deployment, host: Host) -> dict[str, str]:
+def _tls(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, str]:
     layout = d.layout
     tls = {"ca": str(layout.ca_pem), "crl": str(layout.crl_pem)}
     if host.is_broker:
         tls |= {"server_cert": str(layout.cert(host.name, "server")), "server_key": str(layout.key(host.name, "server"))}
-    if host.is_app:
+    if host.is_app and host.name not in revoked:
         files = d.app_files(host, controller=True)
         tls |= {
             "client_cert": str(files.client_cert),
@@ -45,12 +51,24 @@ def _tls(d: Deployment, host: Host) -> dict[str, str]:
     return tls
 
 
-def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
+def _absent(d: Deployment, app: Host, service: str) -> dict[str, Any]:
+    """A revoked host's user on *service*: to be removed, with nothing it could log in with."""
+    if service == "rabbitmq":
+        return {"name": d.user(app, service), "password": None, "tags": [], "permissions": [],
+                "topic_permissions": [], "state": "absent"}
+    return {"name": d.user(app, service), "password": None, "rules": "", "state": "absent"}
+
+
+def _rabbitmq(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, Any]:
     s = d.settings
     apps = d.apps if s.broker == "rabbitmq" else []
+    admitted = [a for a in apps if a.name not in revoked]
     admin = str(host.var("rabbitmq_admin_user"))
     users = []
     for app in apps:
+        if app.name in revoked:
+            users.append(_absent(d, app, "rabbitmq"))
+            continue
         perms = acl.rabbitmq_permissions(str(app.role), app.queues, task_queues=d.task_queues,
                                          rpc_backend=s.result_backend == "rpc", remote_control=d.remote_control)
         users.append({
@@ -61,6 +79,7 @@ def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
                              "read_priv": perms["read"]}],
             "topic_permissions": [{"vhost": s.vhost, "exchange": t["exchange"], "write_priv": t["write"],
                                    "read_priv": t["read"]} for t in perms["topic"]],
+            "state": "present",
         })
     endpoint = d.endpoint(host, "rabbitmq")
     return {
@@ -68,14 +87,14 @@ def _rabbitmq(d: Deployment, host: Host) -> dict[str, Any]:
         "plaintext_port": endpoint.plaintext_port,
         "bind_address": endpoint.bind_address,
         "x509_client_certs": {d.user(a, "rabbitmq"): str(d.app_files(a, controller=True).client_cert)
-                              for a in d.apps},
+                              for a in d.apps if a.name not in revoked},
         "vhosts": [s.vhost],
         "users": users,
         "admin_user": admin,
         "admin_password": credentials.password(d, "rabbitmq", admin),
         "auth_x509": s.auth == "x509",
         "verify_depth": s.verify_depth,
-        "allowed_sources": _sources(d, host, apps),
+        "allowed_sources": _sources(d, host, admitted),
     }
 
 
@@ -85,10 +104,11 @@ def _password(d: Deployment, app: Host, service: str) -> str | None:
     return credentials.password(d, cred.service, cred.user) if cred else None
 
 
-def _redis(d: Deployment, host: Host) -> dict[str, Any]:
+def _redis(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, Any]:
     s = d.settings
     broker, backend = s.broker == "redis", s.result_backend == "redis"
     apps = [a for a in d.apps if "redis" in d.services(a)]
+    admitted = [a for a in apps if a.name not in revoked]
 
     def rules(app: Host) -> str:
         return acl.redis_acl_rules(str(app.role), app.queues, task_queues=d.task_queues, broker=broker,
@@ -101,19 +121,21 @@ def _redis(d: Deployment, host: Host) -> dict[str, Any]:
         "port": endpoint.port,
         "plaintext_port": endpoint.plaintext_port,
         "bind_address": endpoint.bind_address,
-        "users": [{"name": d.user(a, "redis"), "password": _password(d, a, "redis"), "rules": rules(a)} for a in apps],
+        "users": [_absent(d, a, "redis") if a.name in revoked else
+                  {"name": d.user(a, "redis"), "password": _password(d, a, "redis"), "rules": rules(a), "state": "present"}
+                  for a in apps],
         "admin_user": admin,
         "admin_password": credentials.password(d, "redis", admin),
         "broker": broker,
         "backend": backend,
         "verify_depth": s.verify_depth,
-        "allowed_sources": _sources(d, host, apps),
+        "allowed_sources": _sources(d, host, admitted),
     }
 
 
 def host_vars(d: Deployment, host: Host) -> dict[str, Any]:
     """Everything the roles need to know about one host."""
-    return _host_vars(d, host, _signers(d))
+    return _host_vars(d, host, _signers(d), set(pki.revoked_hosts(d)))
 
 
 def _signers(d: Deployment) -> list[str]:
@@ -121,21 +143,25 @@ def _signers(d: Deployment) -> list[str]:
     return [str(p) for p in sorted(d.layout.signers_dir.glob("*.pem"))]
 
 
-def _host_vars(d: Deployment, host: Host, signers: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"address": host.address, "groups": sorted(host.groups), "tls": _tls(d, host)}
+def _host_vars(d: Deployment, host: Host, signers: list[str], revoked: Collection[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"address": host.address, "groups": sorted(host.groups), "tls": _tls(d, host, revoked)}
     if host.is_rabbitmq:
-        out["rabbitmq"] = _rabbitmq(d, host)
+        out["rabbitmq"] = _rabbitmq(d, host, revoked)
     if host.is_redis:
-        out["redis"] = _redis(d, host)
+        out["redis"] = _redis(d, host, revoked)
     if host.is_app:
-        out["celery"] = _celery(d, host, signers)
+        out["celery"] = _celery(d, host, signers, revoked)
     return out
 
 
-def _celery(d: Deployment, host: Host, signers: list[str]) -> dict[str, Any]:
-    """A worker's or client's files: each with its controller source and name on the host."""
+def _celery(d: Deployment, host: Host, signers: list[str], revoked: Collection[str]) -> dict[str, Any]:
+    """A worker's or client's files: each with its controller source and name on the host;
+    for a revoked host only that it is revoked (no configuration, files or signers)."""
+    if host.name in revoked:
+        return {"revoked": True, "worker": host.is_worker, "role": host.role}
     there = d.host_layout(host)
     return {
+        "revoked": False,
         "worker": host.is_worker,
         "config_dir": str(there.config_dir),
         "config_name": there.config.name,
@@ -153,10 +179,12 @@ def _celery(d: Deployment, host: Host, signers: list[str]) -> dict[str, Any]:
 def export(d: Deployment) -> dict[str, Any]:
     """The whole deployment as the roles see it."""
     signers = _signers(d)  # read once: a glob per host made export quadratic in the workers
+    revoked = set(pki.revoked_hosts(d))
     return {
         "inventory": str(d.inventory),
         "pki_dir": str(d.pki_dir),
         "credentials_dir": str(d.credentials_dir),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(d.settings).items()},
-        "hosts": {name: _host_vars(d, h, signers) for name, h in d.hosts.items()},
+        "hosts": {name: _host_vars(d, h, signers, revoked) for name, h in d.hosts.items()},
+        "revoked_hosts": sorted(revoked),
     }

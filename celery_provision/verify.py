@@ -1,5 +1,6 @@
 """Checks of a live deployment from the controller: what must connect does, what must not
-is refused, and a signed canary task makes the round trip through the running workers."""
+is refused (a revoked host's old certificate, key and passwords too), and a signed canary
+task makes the round trip through the running workers."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import render
+from . import pki, render
 from .errors import ProvisionError
 from .layout import AppFiles
 from .model import Deployment, Endpoint, Host
 
-__all__ = ["Check", "run", "format_table", "to_json", "tls_client_context", "load_module"]
+__all__ = ["Check", "Door", "run", "format_table", "to_json", "tls_client_context", "load_module", "doors",
+           "revoked_listing", "refusal"]
 
 _TIMEOUT = 5.0
 
@@ -175,6 +177,176 @@ def _redis_default_refused(broker: Host, port: int, files: AppFiles, target: str
     return Check("user default refused", target, False, "PING answered without authentication")
 
 
+# --------------------------------------------------------------------------- revoked hosts
+
+
+@dataclass(frozen=True)
+class Door:
+    """One way in a revoked host's old files could still open: one broker endpoint, a client
+    certificate (the host's old one, or a valid one to test the password alone), its user name
+    and its old password (None: a certificate login, or no password on that service)."""
+
+    host: str
+    endpoint: Endpoint
+    cert: Path
+    key: Path
+    user: str
+    password: str | None
+    own_cert: bool
+
+    @property
+    def check(self) -> str:
+        if self.own_cert:
+            return f"revoked {self.host}: old certificate, key and password refused"
+        return f"revoked {self.host}: old password refused (valid certificate)"
+
+    @property
+    def target(self) -> str:
+        e = self.endpoint
+        return f"{e.service} {e.host.name} {e.host.address}:{e.port}"
+
+
+def _old_password(d: Deployment, host: Host, service: str) -> str | None:
+    """The password file *host* had on *service* (left in place while it is revoked), if any."""
+    cred = next((c for c in d.secrets(host) if c.service == service), None)
+    path = d.layout.password(service, cred.user) if cred else None
+    if path is None or not path.is_file():
+        return None
+    return path.read_text().strip() or None
+
+
+def doors(d: Deployment, revoked: Mapping[str, object], client: Host) -> list[Door]:
+    """Every door to test for the revoked hosts: on every broker endpoint (RabbitMQ and Redis,
+    used by the host or not), its old certificate + key + password; and, where it had a
+    password there, that password presented with *client*'s valid certificate (so the user's
+    removal is shown, not only the CRL)."""
+    good = d.app_files(client, controller=True)
+    out = []
+    for name in revoked:
+        host = d.hosts.get(name)
+        if host is None or not host.is_app:
+            continue
+        old = d.app_files(host, controller=True)
+        for service in ("rabbitmq", "redis"):
+            for endpoint in d.endpoints(service):
+                user, password = d.user(host, service), _old_password(d, host, service)
+                out.append(Door(name, endpoint, old.client_cert, old.client_key, user, password, True))
+                if password is not None:
+                    out.append(Door(name, endpoint, good.client_cert, good.client_key, user, password, False))
+    return out
+
+
+def revoked_listing(d: Deployment, revoked: Mapping[str, Mapping[str, str]]) -> Check:
+    """The row naming the revoked hosts (and since when), or `none`."""
+    parts = []
+    for name, why in revoked.items():
+        note = "" if name in d.hosts else ", not in the inventory: nothing to test"
+        parts.append(f"{name} (since {str(why.get('date', '?'))[:10]}{note})")
+    return Check("revoked hosts", str(d.layout.state), True, ", ".join(parts) or "none")
+
+
+def refusal(exc: BaseException) -> bool | None:
+    """What an error while presenting a revoked host's files means: True the broker refused
+    them (a TLS alert, the connection closed on us), None the test never reached the broker's
+    decision (nothing listening, a timeout, the broker's own certificate not verified)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return None
+    if isinstance(exc, (ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        return True
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or getattr(exc, "verify_message", None) or exc or type(exc).__name__)
+
+
+def _tls_stage(door: Door, ca: Path, probe: bytes) -> tuple[bool | None, str]:
+    """Whether the broker refuses the door's certificate: True refused (in the handshake or
+    right after, as TLS 1.3 servers do), False accepted (a protocol answer), None untested."""
+    broker = door.endpoint.host
+    ctx = tls_client_context(ca, door.cert, door.key)
+    try:
+        tls = _handshake(broker.address, door.endpoint.port, ctx, broker.address)
+    except OSError as exc:
+        verdict = refusal(exc)
+        return verdict, (f"refused in the TLS handshake: {_why(exc)}" if verdict else f"could not test: {_why(exc)}")
+    try:
+        tls.sendall(probe)
+        data = tls.recv(64)
+    except OSError as exc:
+        verdict = refusal(exc)
+        return verdict, (f"refused after the TLS handshake: {_why(exc)}" if verdict else f"could not test: {_why(exc)}")
+    finally:
+        tls.close()
+    return (True, "closed by the broker after the TLS handshake") if not data else (False, "certificate accepted")
+
+
+def _amqp_login(door: Door, ca: Path, vhost: str) -> tuple[bool | None, str]:
+    """Log in to RabbitMQ as the door's user: with its password, or EXTERNAL (the certificate)."""
+    import amqp
+
+    broker = door.endpoint.host
+    tls = {"ca_certs": str(ca), "certfile": str(door.cert), "keyfile": str(door.key),
+           "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": broker.address}
+    login = {"login_method": "EXTERNAL"} if door.password is None else {"password": door.password}
+    conn = amqp.Connection(f"{broker.address}:{door.endpoint.port}", userid=door.user, virtual_host=vhost,
+                           ssl=tls, connect_timeout=_TIMEOUT, **login)
+    try:
+        conn.connect()
+    except amqp.exceptions.AccessRefused as exc:
+        return True, f"login refused: {exc.reply_text or type(exc).__name__}"
+    except Exception as exc:  # anything else: refused only if the broker closed on us
+        verdict = refusal(exc)
+        return verdict, (f"refused: {_why(exc)}" if verdict else f"could not test the login: {type(exc).__name__}: "
+                         f"{_why(exc)}")
+    finally:
+        with contextlib.suppress(Exception):
+            conn.collect()
+    return False, f"logged in as {door.user}"
+
+
+def _redis_login(door: Door, ca: Path) -> tuple[bool | None, str]:
+    """AUTH as the door's user with its old password (none: no AUTH at all), then PING."""
+    import redis
+
+    broker = door.endpoint.host
+    r = redis.Redis(host=broker.address, port=door.endpoint.port, ssl=True, ssl_ca_certs=str(ca),
+                    ssl_certfile=str(door.cert), ssl_keyfile=str(door.key), socket_timeout=_TIMEOUT,
+                    username=door.user if door.password is not None else None, password=door.password)
+    try:
+        r.ping()
+    except redis.exceptions.AuthenticationError as exc:
+        return True, f"refused: {exc}"
+    except redis.exceptions.ResponseError as exc:
+        if "NOAUTH" in str(exc):
+            return True, f"refused: {exc}"
+        return False, f"AUTH accepted, the user still exists: {exc}"
+    except redis.exceptions.ConnectionError as exc:
+        return None, f"could not test the login: {exc}"
+    finally:
+        r.close()
+    return False, f"AUTH as {door.user} accepted, PING answered"
+
+
+def _door_check(d: Deployment, door: Door) -> Check:
+    """Try one door: its certificate at the TLS layer first (the CRL), then its login."""
+    ca, service = d.layout.ca_pem, door.endpoint.service
+    if not door.cert.is_file() or not door.key.is_file():
+        return Check(door.check, door.target, False, f"could not test: {door.cert} or its key is gone")
+    refused, why = _tls_stage(door, ca, _AMQP_HEADER if service == "rabbitmq" else _REDIS_PING)
+    if refused is False:
+        refused, why = _amqp_login(door, ca, d.settings.vhost) if service == "rabbitmq" else _redis_login(door, ca)
+    return Check(door.check, door.target, refused is True, why)
+
+
+def _admitted_client(d: Deployment, revoked: Mapping[str, object]) -> Host:
+    """The host whose files verify connects with: a client if any, else a worker, never a revoked one."""
+    for host in [*d.group("celery_clients"), *d.group("celery_workers")]:
+        if host.name not in revoked:
+            return host
+    raise ProvisionError("no worker or client to verify with (every one is revoked)", where=str(d.inventory))
+
+
 def load_module(path: Path) -> ModuleType:
     """Import a rendered configuration module from its file (under a unique name)."""
     spec = importlib.util.spec_from_file_location(f"{path.stem}_{uuid.uuid4().hex[:8]}", path)
@@ -223,19 +395,24 @@ def run(d: Deployment, *, canary: bool = True, timeout: float = 30.0,
     """Every check against the live deployment, in a stable order."""
     if not d.apps:
         raise ProvisionError("no worker or client to verify with", where=str(d.inventory))
-    client = (d.group("celery_clients") or d.group("celery_workers"))[0]
+    revoked = pki.revoked_hosts(d)
+    client = _admitted_client(d, revoked)
     checks: list[Check] = []
-    for kind in ("rabbitmq", "redis"):
-        for endpoint in d.endpoints(kind):
-            for c in _endpoint_checks(d, endpoint, client):
-                checks.append(c)
-                if progress:
-                    progress(c)
-    if canary:
-        c = _canary(d, client, timeout)
+
+    def add(c: Check) -> None:
         checks.append(c)
         if progress:
             progress(c)
+
+    for kind in ("rabbitmq", "redis"):
+        for endpoint in d.endpoints(kind):
+            for c in _endpoint_checks(d, endpoint, client):
+                add(c)
+    add(revoked_listing(d, revoked))
+    for door in doors(d, revoked, client):
+        add(_door_check(d, door))
+    if canary:
+        add(_canary(d, client, timeout))
     return checks
 
 

@@ -106,8 +106,8 @@ def test_check_fails_when_a_key_is_missing(cli, inventory: Path, issued: Layout)
     assert "FAIL" in result.out and "worker-1/client.pem: missing" in result.out
 
 
-def test_check_fails_after_a_revocation_until_the_next_issue(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
-    cli("certs", "revoke", "-i", inventory, "client-1")
+def test_check_fails_after_revoking_a_certificate_until_the_next_issue(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
+    cli("certs", "revoke", "-i", inventory, "client-1", "--kind", "client")
     assert cli("certs", "check", "-i", inventory).code != 0
     cli("certs", "issue", "-i", inventory)
     assert cli("certs", "check", "-i", inventory).code == 0

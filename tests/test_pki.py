@@ -382,9 +382,9 @@ def test_issue_after_revoke_replaces_the_revoked_certificates(issued) -> None:  
     assert old in _crl_serials(layout)
 
 
-def test_revoking_a_host_without_certificates_is_an_error(issued) -> None:  # noqa: ANN001
+def test_revoking_a_host_not_in_the_inventory_is_an_error(issued) -> None:  # noqa: ANN001
     d, _ = issued
-    with pytest.raises(ProvisionError, match="no certificates issued for 'nobody'"):
+    with pytest.raises(ProvisionError, match="no host 'nobody' in the inventory"):
         pki.revoke(d, "nobody")
 
 

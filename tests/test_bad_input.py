@@ -253,6 +253,10 @@ CASES = [
     _case("cli-within-negative", lambda e: None, "--within", argv=("certs", "renew", "-i", "{inv}", "--within", "-3")),
     _case("cli-revoke-unknown-kind", lambda e: None, "--kind", argv=("certs", "revoke", "-i", "{inv}", "--kind", "ca", "worker-1")),
     _case("cli-revoke-unknown-host", lambda e: None, "'ghost'", argv=("certs", "revoke", "-i", "{inv}", "ghost")),
+    _case("cli-revoke-a-broker", lambda e: None, "'redis-1' is a broker", argv=("certs", "revoke", "-i", "{inv}", "redis-1")),
+    _case("cli-readmit-not-revoked", lambda e: None, "'worker-1' is not revoked",
+          argv=("certs", "readmit", "-i", "{inv}", "worker-1")),
+    _case("cli-readmit-unknown-host", lambda e: None, "'ghost'", argv=("certs", "readmit", "-i", "{inv}", "ghost")),
     _case("cli-unknown-option", lambda e: None, "--colour", argv=("certs", "list", "-i", "{inv}", "--colour")),
 ]
 

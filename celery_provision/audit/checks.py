@@ -686,7 +686,7 @@ class _Audit:
         queues = self.eff.get("task_queues")
         if not queues:
             default = self.eff.get("task_default_queue")
-            what = f"no task_queues, so Celery's default queue {default!r}"
+            what = f"no task_queues (Celery then uses its default queue {default!r})"
             self.flag("producer-declares-queues", "task_queues", what=what)
             return
         if isinstance(queues, Mapping):

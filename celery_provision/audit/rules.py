@@ -437,7 +437,7 @@ TABLE: tuple[Rule, ...] = (
         "remote-control-on", _LOW, "a signing worker with remote control left on (the default)",
         "unset, so on (Celery's default): control messages are signed, but every host with a "
         "signing key, each producer too, can rate-limit, revoke or shut down this worker "
-        "unless broker permissions keep it off {pidbox}",
+        "unless broker permissions keep such hosts off {pidbox}",
         "set worker_enable_remote_control = False unless an operator host needs it (then set "
         "it True and grant {pidbox} to the operators' broker users only)",
         roles=_WORKER,
@@ -462,8 +462,9 @@ TABLE: tuple[Rule, ...] = (
     ),
     Rule(
         "producer-declares-queues", _LOW, "a producer that declares the queues it publishes to",
-        "{what}: Celery declares it when publishing, so this producer must hold the right to "
-        "create and bind queues (RabbitMQ configure, Redis write on _kombu.binding.*)",
+        "{what}: Celery declares a queue when it publishes to it, so this producer must hold "
+        "the right to create and bind queues (RabbitMQ configure, Redis write on "
+        "_kombu.binding.*)",
         "give each of its task_queues no_declare=True (the workers declare them) and take that "
         "right away from the producer's broker user",
         roles=_CLIENT,

@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_host = d.group("celery_workers")[0]
     client_host = (d.group("celery_clients") or d.group("celery_workers"))[0]
     service = worker_service_name(worker_host.name)
-    queue = d.settings.queues[0]  # the rendered configuration's task_default_queue
+    queue = client_host.queues[0]  # the rendered configuration's task_default_queue
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     os.chmod(work, 0o700)
     rabbit = PlainRabbitMQ(work / "rabbitmq", args.amqp_port, args.dist_port)

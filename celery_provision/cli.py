@@ -179,7 +179,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         conf = audit.read_config(args.target, namespace=args.namespace)
         for line in audit.format_notes(conf):
             print(f"{PROG}: note: {line}", file=sys.stderr)
-    findings = audit.audit_config(conf)
+    findings = audit.audit_config(conf, role=args.role)
     print(audit.to_json(findings) if args.json else audit.format_table(findings))
     if args.suggest:
         print()
@@ -277,6 +277,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--fail-on", default="high", choices=("info", "low", "medium", "high", "critical"),
                     help="exit 1 when a finding is at least this severe (default: high)")
     sp.add_argument("--namespace", help="read NAMESPACE_X names, as config_from_object(..., namespace=NAMESPACE)")
+    sp.add_argument("--role", default="worker", choices=("worker", "client", "operator"),
+                    help="the Celery role of the host using the config: worker (default), client"
+                         " (a producer) or operator")
     sp.add_argument("--import", dest="import_module", action="store_true",
                     help="import the target (runs its code) instead of reading its source")
     sp.add_argument("--suggest", action="store_true",

@@ -12,7 +12,7 @@ import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -390,6 +390,107 @@ def _canary(d: Deployment, client: Host, timeout: float) -> Check:
                  f"answered by {answer.get('host')} in {elapsed:.2f}s" if ok else f"bad answer {answer!r}")
 
 
+# --------------------------------------------------------------------------- role checks
+
+# What a broker says when it refuses an operation on permission grounds (RabbitMQ's
+# ACCESS_REFUSED reply, Redis's NOPERM error), as Celery and kombu pass it on.
+_REFUSALS = ("ACCESS_REFUSED", "access_refused", "AccessRefused", "NOPERM", "NoPermission", "no permissions")
+_NO_SUCH_TASK = "celery_provision.verify.no_such_task"  # a broadcast that got through would change nothing
+
+
+def _refused(check: str, target: str, attempt: Callable[..., object], *args: Any) -> Check:
+    """Run *attempt*; the check passes only if the broker refused it as a permission matter."""
+    try:
+        attempt(*args)
+    except Exception as exc:  # the refusal is an exception; which one depends on the transport
+        text = f"{type(exc).__name__}: {exc}"
+        if any(mark in text for mark in _REFUSALS):
+            return Check(check, target, True, f"refused: {text[:160]}")
+        return Check(check, target, False, f"could not test: {text[:160]}")
+    return Check(check, target, False, "allowed")
+
+
+def _consume(app: Any, queue: str) -> None:
+    """Start a consumer on *queue* (declaring nothing) and wait a moment for a message."""
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1)
+        # The queue as the app itself knows it (its task_queues), minus any declaration.
+        known = app.amqp.queues.get(queue) or app.amqp.queues.new_missing(queue)
+        bare = type(known)(known.name, known.exchange, known.routing_key, no_declare=True)
+        consumer = app.amqp.Consumer(conn.default_channel, queues=[bare],
+                                     accept=["auth"], callbacks=[lambda body, message: message.requeue()])
+        with consumer, contextlib.suppress(socket.timeout, TimeoutError):
+            conn.drain_events(timeout=1)
+
+
+def _events(app: Any) -> None:
+    """Read the event stream as `celery events` and Flower do."""
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1)
+        receiver = app.events.Receiver(conn, handlers={"*": lambda event: None})
+        with contextlib.suppress(socket.timeout, TimeoutError):
+            receiver.capture(limit=1, timeout=1, wakeup=False)
+
+
+def _broadcast(app: Any) -> None:
+    """A remote-control broadcast that would change nothing if it got through."""
+    app.control.rate_limit(_NO_SUCH_TASK, "1/h", reply=False)
+
+
+def _ping(app: Any) -> object:
+    return app.control.ping(timeout=2)
+
+
+def _role_checks(d: Deployment, workdir: Path, revoked: Mapping[str, object] | None = None) -> list[Check]:
+    """Each role may do its job and nothing more: a producer may not consume tasks, read
+    events or control workers; an operator may control workers but not consume tasks.
+    Revoked hosts are left out: their files are tried as theirs (`doors`), not as a role's."""
+    target = f"{d.settings.broker} {', '.join(h.name for h in d.broker_hosts)}"
+    out: list[Check] = []
+    barred = revoked or {}
+    clients = [h for h in d.group("celery_clients") if h.name not in barred]
+    operators = [h for h in d.group("celery_operators") if h.name not in barred]
+    if clients:
+        client = clients[0]
+        who, queue = f"producer {client.name}", client.queues[0]
+        with _app(d, client, workdir) as app:
+            out.append(_refused(f"{who}: consuming task queue {queue!r} refused", target, _consume, app, queue))
+            out.append(_refused(f"{who}: reading events refused", target, _events, app))
+            out.append(_refused(f"{who}: broadcast control refused", target, _broadcast, app))
+            out.append(_refused(f"{who}: ping of the workers refused", target, _ping, app))
+    if operators:
+        operator = operators[0]
+        who, queue = f"operator {operator.name}", d.task_queues[0]
+        with _app(d, operator, workdir) as app:
+            out.append(_ping_answered(d, app, who, target))
+            out.append(_refused(f"{who}: consuming task queue {queue!r} refused", target, _consume, app, queue))
+    return out
+
+
+@contextlib.contextmanager
+def _app(d: Deployment, host: Host, workdir: Path) -> Iterator[Any]:
+    app = client_app(d, host, workdir / host.name)
+    try:
+        yield app
+    finally:
+        with contextlib.suppress(Exception):
+            app.close()
+
+
+def _ping_answered(d: Deployment, app: Any, who: str, target: str) -> Check:
+    """Every worker answers the operator's ping (remote control works where it is meant to)."""
+    check = f"{who}: ping answered by every worker"
+    workers = {w.name for w in d.group("celery_workers")}
+    try:
+        replies = app.control.ping(timeout=3)
+    except Exception as exc:
+        return Check(check, target, False, f"{type(exc).__name__}: {exc}"[:200])
+    answered = {name.split("@", 1)[0] for reply in replies for name in reply}
+    missing = sorted(workers - answered)
+    return Check(check, target, not missing,
+                 f"answered by {', '.join(sorted(answered))}" if not missing else f"no answer from {', '.join(missing)}")
+
+
 def run(d: Deployment, *, canary: bool = True, timeout: float = 30.0,
         progress: Callable[[Check], None] | None = None) -> list[Check]:
     """Every check against the live deployment, in a stable order."""
@@ -413,6 +514,9 @@ def run(d: Deployment, *, canary: bool = True, timeout: float = 30.0,
         add(_door_check(d, door))
     if canary:
         add(_canary(d, client, timeout))
+        with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp:
+            for c in _role_checks(d, Path(tmp), revoked):
+                add(c)
     return checks
 
 

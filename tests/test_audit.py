@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from celery_provision.audit import (
     RULES,
+    TABLE,
     Finding,
     Severity,
     audit_config,
@@ -156,6 +157,7 @@ def secure_settings(f: dict[str, Path]) -> dict[str, Any]:
         "security_certificate": str(f["signing_cert"]),
         "security_cert_store": str(f["signers"] / "*.pem"),
         "security_digest": "sha256",
+        "worker_enable_remote_control": False,
     }
 
 
@@ -209,6 +211,7 @@ security_key = str(_ETC / "signing.key")
 security_certificate = str(_ETC / "signing.pem")
 security_cert_store = str(_ETC / "signers" / "*.pem")
 security_digest = "sha256"
+worker_enable_remote_control = False
 '''
 
 
@@ -255,12 +258,15 @@ NOT_IN_FIXTURE = {
     "broker-url-unset",
     "file-not-found",  # every file the fixture names is created by the test
     "unchecked-transport",
+    "remote-control-on",  # signed workers only; the fixture accepts unsigned content
 }
+# Rules for producers and operators only: tests/test_audit_roles.py has them.
+NOT_FOR_WORKERS = {r.code for r in TABLE} - {r.code for r in TABLE if "worker" in r.roles}
 
 
 def test_insecure_fixture_triggers_every_rule_that_can_co_occur(insecure_files: Path) -> None:
     found = codes(load_config(str(FIXTURES / "insecure_config.py")))
-    assert set(RULES) - NOT_IN_FIXTURE - found == set()
+    assert set(RULES) - NOT_IN_FIXTURE - NOT_FOR_WORKERS - found == set()
 
 
 def test_insecure_fixture_fails_at_the_default_threshold(insecure_files: Path) -> None:
@@ -602,11 +608,28 @@ CASES: list[tuple[str, Change, str, Severity]] = [
     ),
     (
         "remote_control_without_signing",
-        _set(task_serializer="json", accept_content=["json"]),
+        _set(task_serializer="json", accept_content=["json"], worker_enable_remote_control=True),
         "remote-control-unsigned",
         Severity.LOW,
     ),
-    ("pool_restarts_on", _set(worker_pool_restarts=True), "pool-restarts-enabled", Severity.LOW),
+    (
+        "pool_restarts_on",
+        _set(worker_pool_restarts=True, worker_enable_remote_control=True),
+        "pool-restarts-enabled",
+        Severity.LOW,
+    ),
+    (
+        "remote_control_left_at_default",
+        _drop("worker_enable_remote_control"),
+        "remote-control-on",
+        Severity.LOW,
+    ),
+    (
+        "remote_control_turned_on",
+        _set(worker_enable_remote_control=True),
+        "remote-control-on",
+        Severity.INFO,
+    ),
     ("extended_results", _set(result_extended=True), "result-extended", Severity.LOW),
     ("protocol_1", _set(task_protocol=1), "old-task-protocol", Severity.LOW),
     (
@@ -631,7 +654,7 @@ def test_rule_flags_the_broken_setting(
 
 
 def test_every_rule_has_a_case() -> None:
-    assert set(RULES) - {c[2] for c in CASES} - {"results-unsigned"} == set()
+    assert set(RULES) - {c[2] for c in CASES} - {"results-unsigned"} - NOT_FOR_WORKERS == set()
 
 
 # --------------------------------------------------------------------------- what must NOT be flagged

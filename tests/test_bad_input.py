@@ -224,6 +224,8 @@ CASES = [
         "all:\n  children:\n    rabbitmq:\n      hosts:\n        rabbitmq-1: {}\n"
         "    celery_workers:\n      hosts:\n        worker-1: {}\n        worker-1: {}\n"), "duplicate mapping key 'worker-1'", "hosts.yml:9"),
     _case("no-workers", lambda e: e.set_groups(_groups(celery_workers=None)), "'celery_workers' has no hosts"),
+    _case("host-in-two-celery-roles", lambda e: e.set_groups(_groups(celery_operators={"client-1": {}})), "'client-1'", "exactly one Celery role"),
+    _case("client-queue-nobody-consumes", lambda e: e.edit_host("celery_clients", "client-1", celery_provision_queues=["celery", "lost"]), "client-1", "no worker consumes 'lost'"),
     _case("broker-group-empty", lambda e: e.set_groups(_groups(rabbitmq=None), celery_provision_broker="rabbitmq"), "celery_provision_broker"),
     _case("no-hosts-at-all", lambda e: e.hosts_text("all:\n  hosts: {}\n"), "no hosts"),
     _case("hosts-yaml-malformed", lambda e: e.hosts_text("all:\n  children: [unclosed\n"), "not a valid inventory", "hosts.yml:"),

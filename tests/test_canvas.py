@@ -97,7 +97,7 @@ def test_an_unordered_chord_joins_under_the_worker_acl(local_deployment: LocalDe
     local_deployment.service(local_deployment.worker_service, "stop")
     try:
         with start_worker(wapp, pool="solo", perform_ping_check=False, shutdown_timeout=10,
-                          queues=list(d.settings.queues)):
+                          queues=list(worker_host.queues)):
             header = [capp.signature(canary.ADD, (i, i)) for i in range(3)]
             result = chord(header, capp.signature(canary.TOTAL)).apply_async()
             assert result.get(timeout=TIMEOUT) == 6

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from celery_provision import model, pki
+from celery_provision.errors import ProvisionError
 
 FIXTURES = Path(__file__).parent / "inventories"
 EXAMPLE = Path(__file__).resolve().parent.parent / "inventories" / "example"
@@ -183,3 +184,58 @@ def test_hosts_outside_the_four_groups_are_not_part_of_the_deployment(write_inve
     d = model.load(write_inventory(basic_groups))
     assert "grafana-1" not in d.hosts
     assert set(d.hosts) == {"rabbitmq-1", "redis-1", "worker-1", "client-1"}
+
+
+# --------------------------------------------------------------------------- Celery roles
+
+
+def _with_operator(groups: dict) -> dict:
+    groups["celery_operators"] = {"ops-1": {"ansible_host": "127.0.0.5"}}
+    return groups
+
+
+def test_each_celery_group_is_a_role(write_inventory, basic_groups) -> None:
+    d = model.load(write_inventory(_with_operator(basic_groups)))
+    assert [(h.name, h.role) for h in d.apps] == [("worker-1", "worker"), ("client-1", "client"),
+                                                  ("ops-1", "operator")]
+
+
+def test_a_broker_host_has_no_celery_role(inventory) -> None:
+    assert model.load(inventory).host("rabbitmq-1").role is None
+
+
+def test_a_host_in_two_celery_groups_is_refused(write_inventory, basic_groups) -> None:
+    basic_groups["celery_clients"]["worker-1"] = {"ansible_host": "127.0.0.3"}
+    with pytest.raises(ProvisionError, match="exactly one Celery role"):
+        model.load(write_inventory(basic_groups))
+
+
+def test_queues_are_per_host_with_the_deployment_wide_list_as_default(write_inventory, basic_groups) -> None:
+    basic_groups["celery_workers"]["worker-2"] = {"ansible_host": "127.0.0.6", "celery_provision_queues": ["mail"]}
+    d = model.load(write_inventory(basic_groups, {"celery_provision_queues": ["celery", "mail"]}))
+    assert (d.host("worker-1").queues, d.host("worker-2").queues) == (("celery", "mail"), ("mail",))
+
+
+def test_task_queues_are_every_queue_some_worker_consumes_once(write_inventory, basic_groups) -> None:
+    basic_groups["celery_workers"]["worker-2"] = {"ansible_host": "127.0.0.6", "celery_provision_queues": ["mail", "celery"]}
+    assert model.load(write_inventory(basic_groups)).task_queues == ("celery", "mail")
+
+
+def test_an_operator_has_no_queues(write_inventory, basic_groups) -> None:
+    assert model.load(write_inventory(_with_operator(basic_groups))).host("ops-1").queues == ()
+
+
+def test_a_client_queue_no_worker_consumes_is_refused(write_inventory, basic_groups) -> None:
+    basic_groups["celery_clients"]["client-1"]["celery_provision_queues"] = ["celery", "nobody"]
+    with pytest.raises(ProvisionError, match="no worker consumes 'nobody'"):
+        model.load(write_inventory(basic_groups))
+
+
+def test_remote_control_is_on_only_when_operators_exist(write_inventory, basic_groups, inventory) -> None:
+    assert model.load(inventory).remote_control is False
+    assert model.load(write_inventory(_with_operator(basic_groups), name="ops")).remote_control is True
+
+
+def test_an_operator_talks_to_the_broker_only(write_inventory, basic_groups) -> None:
+    d = model.load(write_inventory(_with_operator(basic_groups)))
+    assert (d.services(d.host("ops-1")), d.services(d.host("client-1"))) == (["rabbitmq"], ["rabbitmq", "redis"])

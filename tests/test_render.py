@@ -224,3 +224,58 @@ def test_a_signed_result_altered_in_the_backend_is_refused(write_inventory: Any,
     # reraise_errors catches a module, not a class): assert the refusal, not the type.
     with pytest.raises(DecodeError):
         backend.decode(altered)
+
+
+# --------------------------------------------------------------------------- one configuration per role
+
+
+@pytest.fixture
+def with_operator(write_inventory: Any, basic_groups: dict) -> model.Deployment:
+    basic_groups["celery_operators"] = {"ops-1": {"ansible_host": "127.0.0.5"}}
+    return _ready(write_inventory(basic_groups, name="ops"))
+
+
+def _settings(d: model.Deployment, host: str) -> dict[str, Any]:
+    return {k: v for k, v in vars(load_module(render.write_all(d, None, hosts=[host], controller_paths=True)[0][0])).items()
+            if not k.startswith("_")}
+
+
+def test_every_task_goes_through_the_task_exchange_on_rabbitmq(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "client-1", tmp_path).conf
+    queue = conf.task_queues["celery"]
+    assert (queue["exchange"], queue["exchange_type"], queue["routing_key"]) == ("celery.tasks", "topic", "celery")
+    assert (conf.task_default_exchange, conf.task_default_exchange_type) == ("celery.tasks", "topic")
+
+
+def test_a_producer_declares_nothing(deployment: model.Deployment, tmp_path: Path) -> None:
+    queues = _app(deployment, "client-1", tmp_path).conf.task_queues
+    assert all(q["no_declare"] for q in queues.values())
+
+
+def test_a_producer_config_has_no_worker_settings(deployment: model.Deployment) -> None:
+    names = _settings(deployment, "client-1")
+    assert [n for n in names if n.startswith("worker_") or n in ("task_acks_late", "task_reject_on_worker_lost")] == []
+
+
+def test_a_worker_declares_only_its_own_queues(write_inventory: Any, basic_groups: dict, tmp_path: Path) -> None:
+    basic_groups["celery_workers"]["worker-2"] = {"ansible_host": "127.0.0.6", "celery_provision_queues": ["mail"]}
+    d = _ready(write_inventory(basic_groups))
+    queues = _app(d, "worker-1", tmp_path).conf.task_queues
+    assert {name: bool(q.get("no_declare")) for name, q in queues.items()} == {"celery": False, "mail": True}
+
+
+def test_without_operators_a_worker_answers_no_remote_control(deployment: model.Deployment, tmp_path: Path) -> None:
+    conf = _app(deployment, "worker-1", tmp_path).conf
+    assert (conf.worker_enable_remote_control, conf.worker_send_task_events) == (False, False)
+
+
+def test_with_operators_a_worker_answers_remote_control_and_sends_events(with_operator: model.Deployment,
+                                                                         tmp_path: Path) -> None:
+    conf = _app(with_operator, "worker-1", tmp_path).conf
+    assert (conf.worker_enable_remote_control, conf.worker_send_task_events) == (True, True)
+
+
+def test_an_operator_config_has_the_broker_and_signing_but_no_results_or_queues(with_operator: model.Deployment) -> None:
+    names = _settings(with_operator, "ops-1")
+    assert "broker_url" in names and names["task_serializer"] == "auth"
+    assert "result_backend" not in names and "task_queues" not in names and "redis_password" not in names

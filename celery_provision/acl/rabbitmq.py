@@ -61,7 +61,7 @@ def _legacy(queues: Sequence[str], *, rpc_backend: bool) -> dict[str, str]:
         if escaped not in task:
             task.append(escaped)
     # Each task queue has a direct exchange of the same name (Celery's default routing).
-    shared = [_EVENT_EXCHANGE, _MAILBOX_EXCHANGE, _MAILBOX_REPLY_EXCHANGE]
+    shared = [re.escape(TASK_EXCHANGE), _EVENT_EXCHANGE, _MAILBOX_EXCHANGE, _MAILBOX_REPLY_EXCHANGE]
     own_queues = [_EVENT_QUEUE, _MAILBOX_NODE_QUEUE, _MAILBOX_REPLY_QUEUE]
     rpc_queue = [_RPC_REPLY_QUEUE] if rpc_backend else []
     configure = task + shared + own_queues + rpc_queue

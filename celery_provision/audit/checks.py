@@ -23,7 +23,7 @@ from celery.app.defaults import _TO_NEW_KEY, DEFAULTS, SETTING_KEYS
 
 from . import certs
 from .config import Config, Partial, Unresolved
-from .rules import Finding, rule
+from .rules import DEFAULT_ROLE, ROLES, Finding, rule
 
 __all__ = ["audit_config", "canonical_name"]
 
@@ -46,15 +46,39 @@ _CERT_REQS_INTS = {
 }
 _LOOKALIKES = ("task_create_missing_queues", "worker_hijack_root_logger")
 _SECURITY_WORDS = ("ssl", "tls", "auth", "pass", "secur", "cert", "acl", "port", "key")
+# Settings only a worker reads, besides the worker_* ones other programs read too: logging
+# (beat and events set up logs with them). task_time_limit and friends are not here:
+# producers put them in the message.
+_WORKER_TASK_SETTINGS = (
+    "task_acks_late",
+    "task_acks_on_failure_or_timeout",
+    "task_reject_on_worker_lost",
+    "task_track_started",
+)
+_SHARED_WORKER_SETTINGS = (
+    "worker_hijack_root_logger",
+    "worker_log_color",
+    "worker_log_datefmt",
+    "worker_log_format",
+    "worker_redirect_stdouts",
+    "worker_redirect_stdouts_level",
+    "worker_task_log_datefmt",
+    "worker_task_log_format",
+)
 
 
-def audit_config(conf: Mapping[str, Any] | Config) -> list[Finding]:
+def audit_config(
+    conf: Mapping[str, Any] | Config, *, role: str = DEFAULT_ROLE
+) -> list[Finding]:
     """Return the findings for CONF (settings as set; Celery's defaults fill the rest), worst first.
 
     CONF is a ``Config`` from ``read_config`` or a plain mapping of settings (with
-    ``__file__`` naming the source, as ``load_config`` returns).
+    ``__file__`` naming the source, as ``load_config`` returns). ROLE is the Celery
+    role of the host that uses it (one of ``ROLES``): rules apply per role.
     """
-    audit = _Audit(conf if isinstance(conf, Config) else _as_config(conf))
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    audit = _Audit(conf if isinstance(conf, Config) else _as_config(conf), role)
     audit.run()
     return sorted(audit.findings, key=lambda f: (-f.severity.rank, f.code, f.setting))
 
@@ -99,8 +123,9 @@ class _Tls:
 class _Audit:
     """One pass over a configuration; checks append to ``findings`` through ``flag``."""
 
-    def __init__(self, conf: Config) -> None:
+    def __init__(self, conf: Config, role: str = DEFAULT_ROLE) -> None:
         self.conf = conf
+        self.role = role
         self.set: dict[str, Any] = {}
         self.written: dict[str, str] = {}  # Celery's name -> the name as written
         self.old_names: dict[str, str] = {}
@@ -125,7 +150,12 @@ class _Audit:
         self._spellings: list[tuple[str, str, bool]] = []  # (setting, style, in a URL)
 
     def flag(self, key: str, setting: str, /, **fields: Any) -> None:
-        """Report rule KEY for SETTING (Celery's name or an unknown name as written)."""
+        """Report rule KEY for SETTING (Celery's name or an unknown name as written).
+
+        A rule that does not apply to this config's role is not reported.
+        """
+        if self.role not in rule(key).roles:
+            return
         shown = self.name(setting)
         finding = rule(key).finding(shown, **fields)
         origin = self.conf.origins.get(shown)
@@ -164,6 +194,7 @@ class _Audit:
         self.check_spelling_consistency()
         self.check_setting_passwords()
         self.check_behaviour()
+        self.check_role()
 
     # -- names ------------------------------------------------------------------
 
@@ -605,8 +636,90 @@ class _Audit:
         ):
             self.flag("retry-on-startup-unset", "broker_connection_retry_on_startup")
 
+    # -- roles ------------------------------------------------------------------
+
+    def check_role(self) -> None:
+        """What the config reveals of its host holding another role's powers."""
+        if self.role == "worker":
+            self.check_remote_control()
+            return
+        self.check_worker_settings()
+        if self.role == "client":
+            self.check_producer_declares()
+            sent = self.set.get("task_send_sent_event")
+            if sent is not None and not _falsy(sent):
+                exchange = self.eff.get("event_exchange") or "celeryev"
+                self.flag("producer-sends-events", "task_send_sent_event", exchange=exchange)
+
+    def check_remote_control(self) -> None:
+        """Remote control on by default, or on by choice, where control messages are signed.
+
+        Unsigned control is ``remote-control-unsigned``'s; here every signer can control.
+        """
+        setting = "worker_enable_remote_control"
+        if self.unknown_value(setting) or not self.signing_known() or not self.signing_on():
+            return
+        pidbox = f"the control exchange {self.eff.get('control_exchange') or 'celery'}.pidbox"
+        if setting not in self.set:
+            self.flag("remote-control-on", setting, pidbox=pidbox)
+        elif not _falsy(self.set[setting]):
+            self.flag("remote-control-on/explicit", setting, pidbox=pidbox)
+
+    def check_worker_settings(self) -> None:
+        names = sorted(
+            self.name(s)
+            for s in (*self.set, *self.unresolved)
+            if (s.startswith("worker_") and s not in _SHARED_WORKER_SETTINGS)
+            or s in _WORKER_TASK_SETTINGS
+        )
+        if names:
+            them = "it" if len(names) == 1 else "them"
+            self.flag(
+                "worker-settings-outside-worker", names[0],
+                names=", ".join(names), them=them, role=self.role,
+            )
+
+    def check_producer_declares(self) -> None:
+        """Queues without ``no_declare``: Celery declares each one it publishes to."""
+        if self.unknown_value("task_queues", "task_default_queue"):
+            return
+        queues = self.eff.get("task_queues")
+        if not queues:
+            default = self.eff.get("task_default_queue")
+            what = f"no task_queues (Celery then uses its default queue {default!r})"
+            self.flag("producer-declares-queues", "task_queues", what=what)
+            return
+        if isinstance(queues, Mapping):
+            entries = [(str(name), opts) for name, opts in queues.items()]
+        elif isinstance(queues, (list, tuple)):
+            entries = [(str(getattr(q, "name", q)), q) for q in queues]
+        else:
+            return
+        declaring = [name for name, q in entries if _declares(q)]
+        if declaring:
+            listed = ", ".join(repr(n) for n in declaring)
+            what = f"queue{'s' if len(declaring) > 1 else ''} {listed} without no_declare=True"
+            self.flag("producer-declares-queues", "task_queues", what=what)
+
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _declares(queue: Any) -> bool:
+    """Whether Celery would declare QUEUE (a task_queues entry) on publish; False when unknown.
+
+    A dict entry and a kombu ``Queue`` (imported with ``--import``) say it; a ``Queue(...)``
+    read from source is not looked into.
+    """
+    if isinstance(queue, Mapping):
+        flag = queue.get("no_declare")
+    elif hasattr(queue, "no_declare") and hasattr(queue, "declare"):
+        flag = queue.no_declare
+    else:
+        return False
+    if isinstance(flag, (Unresolved, Partial)):
+        return False
+    return flag is None or _falsy(flag)
 
 
 def _is_path(value: Any) -> bool:

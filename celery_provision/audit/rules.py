@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["RULES", "TABLE", "Finding", "Rule", "Severity", "rule"]
+__all__ = ["DEFAULT_ROLE", "ROLES", "RULES", "TABLE", "Finding", "Rule", "Severity", "rule"]
+
+#: The Celery roles a config can be audited as (the model's roles: worker, producer, operator).
+ROLES = ("worker", "client", "operator")
+#: The role assumed when none is given: the one that reads every setting.
+DEFAULT_ROLE = "worker"
 
 
 @functools.total_ordering
@@ -63,6 +68,7 @@ class Rule:
 
     Rules that share a code (a milder or differently worded case of the same
     problem) differ by ``variant``; ``key`` ("code" or "code/variant") names one.
+    ``roles`` are the roles whose configs the rule applies to (``audit --role``).
     """
 
     code: str
@@ -71,6 +77,7 @@ class Rule:
     reason: str
     fix: str
     variant: str = ""
+    roles: tuple[str, ...] = ROLES
 
     @property
     def key(self) -> str:
@@ -92,6 +99,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+_WORKER, _CLIENT, _NOT_WORKER = ("worker",), ("client",), ("client", "operator")
 _CRIT, _HIGH, _MED, _LOW, _INFO = (
     Severity.CRITICAL,
     Severity.HIGH,
@@ -393,11 +401,13 @@ TABLE: tuple[Rule, ...] = (
         "reconfigure workers",
         "enable signing (control messages then use the auth serializer) or set "
         "worker_enable_remote_control = False",
+        roles=_WORKER,
     ),
     Rule(
         "pool-restarts-enabled", _LOW, "worker_pool_restarts lets remote control re-import code",
         "the pool_restart control command can re-import modules on every worker",
         "set worker_pool_restarts = False unless you deploy by remote pool restart",
+        roles=_WORKER,
     ),
     Rule(
         "result-extended", _LOW, "result_extended stores task args/kwargs in the backend",
@@ -421,6 +431,51 @@ TABLE: tuple[Rule, ...] = (
         "retry-on-startup-unset", _LOW, "broker_connection_retry_on_startup left unset",
         "unset: Celery warns at startup and its behaviour changes in Celery 6",
         "set broker_connection_retry_on_startup = True (or False) explicitly",
+    ),
+    # -- roles: what a config reveals of a host holding another role's powers
+    Rule(
+        "remote-control-on", _LOW, "a signing worker with remote control left on (the default)",
+        "unset, so on (Celery's default): control messages are signed, but every host with a "
+        "signing key, each producer too, can rate-limit, revoke or shut down this worker "
+        "unless broker permissions keep such hosts off {pidbox}",
+        "set worker_enable_remote_control = False unless an operator host needs it (then set "
+        "it True and grant {pidbox} to the operators' broker users only)",
+        roles=_WORKER,
+    ),
+    Rule(
+        "remote-control-on", _INFO, "a signing worker with remote control turned on",
+        "on: only broker permissions on {pidbox} keep producers, which hold signing keys too, "
+        "from rate-limiting, revoking or shutting down this worker",
+        "grant {pidbox} to the operators' broker users only; set it False if no operator "
+        "host needs it",
+        variant="explicit",
+        roles=_WORKER,
+    ),
+    Rule(
+        "worker-settings-outside-worker", _MED, "worker-only settings in a producer's/operator's config",
+        "{names}: only a worker reads {them}, so this {role} config looks like a worker's copy, "
+        "and the {role} then likely holds the worker's identity (user, certificates, signing key) "
+        "and broker permissions",
+        "render the {role}'s own configuration (celery-provision render --host HOST) with its "
+        "own broker user and certificates, or remove the worker settings",
+        roles=_NOT_WORKER,
+    ),
+    Rule(
+        "producer-declares-queues", _LOW, "a producer that declares the queues it publishes to",
+        "{what}: Celery declares a queue when it publishes to it, so this producer must hold "
+        "the right to create and bind queues (RabbitMQ configure, Redis write on "
+        "_kombu.binding.*)",
+        "give each of its task_queues no_declare=True (the workers declare them) and take that "
+        "right away from the producer's broker user",
+        roles=_CLIENT,
+    ),
+    Rule(
+        "producer-sends-events", _LOW, "a producer that publishes task-sent events",
+        "on: this producer publishes task-sent events, with task arguments, to the event "
+        "exchange {exchange!r}, so it must hold write permission there",
+        "set task_send_sent_event = False unless a monitor needs task-sent events (then grant "
+        "the producer write on {exchange!r} only)",
+        roles=_CLIENT,
     ),
 )
 

@@ -258,8 +258,13 @@ class TaskSender:
 
     def publish(self, task_id: str, headers: dict[str, Any], payload: bytes, content_type: str,
                 content_encoding: str) -> None:
+        from celery_provision.acl import TASK_EXCHANGE
+
+        # Where the rendered configuration sends tasks: the task exchange on RabbitMQ (the
+        # client may not write to the default one), the queue's list on Redis.
+        exchange = TASK_EXCHANGE if self.live.d.settings.broker == "rabbitmq" else ""
         producer = self.conn.Producer()
-        producer.publish(payload, exchange="", routing_key=self.queue, headers=headers,
+        producer.publish(payload, exchange=exchange, routing_key=self.queue, headers=headers,
                          content_type=content_type, content_encoding=content_encoding,
                          correlation_id=task_id, delivery_mode=2, retry=False)
 
@@ -316,7 +321,7 @@ def sender(live: Live, probe_dir: Path) -> Iterator[TaskSender]:
     conn = app.connection_for_write()
     conn.ensure_connection(max_retries=3)
     try:
-        yield TaskSender(live, probe_dir, conn, live.d.settings.queues[0])
+        yield TaskSender(live, probe_dir, conn, live.d.host(live.client).queues[0])
     finally:
         conn.release()
         app.close()

@@ -107,6 +107,6 @@ def test_control_celery_user_pushes_and_pops_its_queue_when_redis_is_the_broker(
         pytest.skip("Redis is only the result backend here: its Celery user has no queue commands")
     r = redis_as(live.worker, live.password("redis", live.worker))
     r.connection_pool.connection_kwargs["db"] = live.d.settings.broker_db
-    queue = live.d.settings.queues[0]
+    queue = live.d.task_queues[0]
     assert r.lpush(queue, "probe") >= 1
     assert r.brpop([queue], timeout=1) is not None

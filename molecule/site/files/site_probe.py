@@ -8,10 +8,15 @@ Each command prints ONE verdict word first (what happened), then details:
     site_probe.py guest HOST PORT              refused | accepted   (RabbitMQ guest/guest)
     site_probe.py redis-default HOST PORT      refused | accepted   (Redis default user)
     site_probe.py canary                       pong | error         (signed task round trip)
+    site_probe.py consume QUEUE                refused | allowed | error  (start a consumer on a task queue)
+    site_probe.py events                       refused | allowed | error  (read the event stream)
+    site_probe.py broadcast                    refused | allowed | error  (a remote-control broadcast)
+    site_probe.py ping                         answered NAMES | refused | error  (control ping)
 
 `connect` needs only the standard library (the outsider has no venv); the other
-commands run with the worker's venv and read the worker's deployed files, in the
-directory SITE_CONFIG_DIR (set by verify.yml from the model's celery.config_dir).
+commands run with the host's celery_worker venv and read its deployed files, in the
+directory SITE_CONFIG_DIR (set by verify.yml from the model's celery.config_dir); the
+Celery commands use the host's own rendered configuration (CELERY_CONFIG_MODULE).
 """
 
 import os
@@ -151,9 +156,84 @@ def canary():
     return "error", f"bad answer {answer!r}"
 
 
+# What RabbitMQ and Redis answer when permissions refuse an operation, as kombu passes it on.
+REFUSALS = ("ACCESS_REFUSED", "access_refused", "AccessRefused", "NOPERM", "NoPermission")
+
+
+def attempt(action):
+    """refused (by the broker's permissions), allowed, or error (anything else)."""
+    try:
+        action()
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        return ("refused" if any(mark in text for mark in REFUSALS) else "error"), text[:300]
+    return "allowed", "the broker let it through"
+
+
+def _app():
+    from celery_provision_canary import app
+
+    app.setup_security()
+    return app
+
+
+def consume(queue):
+    """Start a consumer on a task queue (declaring nothing) and wait a moment."""
+    app = _app()
+
+    def action():
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            known = app.amqp.queues.get(queue) or app.amqp.queues.new_missing(queue)
+            bare = type(known)(known.name, known.exchange, known.routing_key, no_declare=True)
+            consumer = app.amqp.Consumer(conn.default_channel, queues=[bare], accept=["auth"],
+                                         callbacks=[lambda body, message: message.requeue()])
+            with consumer:
+                try:
+                    conn.drain_events(timeout=1)
+                except (socket.timeout, TimeoutError):
+                    pass
+
+    return attempt(action)
+
+
+def events():
+    """Read the event stream as `celery events` and Flower do."""
+    app = _app()
+
+    def action():
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            receiver = app.events.Receiver(conn, handlers={"*": lambda event: None})
+            try:
+                receiver.capture(limit=1, timeout=1, wakeup=False)
+            except (socket.timeout, TimeoutError):
+                pass
+
+    return attempt(action)
+
+
+def broadcast():
+    """A rate_limit broadcast for a task no worker has: it would change nothing."""
+    app = _app()
+    return attempt(lambda: app.control.rate_limit("site.probe.no_such_task", "1/h", reply=False))
+
+
+def ping():
+    app = _app()
+    try:
+        replies = app.control.ping(timeout=5)
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        return ("refused" if any(mark in text for mark in REFUSALS) else "error"), text[:300]
+    names = sorted(name.split("@", 1)[0] for reply in replies for name in reply)
+    return ("answered" if names else "error"), ",".join(names) or "no worker answered"
+
+
 def main(argv):
     commands = {"connect": connect, "tls-cert": tls_cert, "tls-nocert": tls_nocert, "guest": guest,
-                "redis-default": redis_default, "canary": canary}
+                "redis-default": redis_default, "canary": canary, "consume": consume, "events": events,
+                "broadcast": broadcast, "ping": ping}
     verdict, detail = commands[argv[0]](*argv[1:])
     print(verdict, detail)
     return 0

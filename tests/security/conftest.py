@@ -31,9 +31,12 @@ WAIT = 90.0  # the longest a probe waits for the worker before giving up (a dead
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Host hygiene last: the logs it reads then hold every probe's traffic."""
-    last = [i for i in items if i.nodeid.startswith("tests/security/test_host_hygiene.py")]
-    items[:] = [i for i in items if i not in last] + last
+    """Revocation next to last (it takes the client out of the deployment), host hygiene last:
+    the logs it reads then hold every probe's traffic and the re-run's output."""
+    order = ("tests/security/test_revocation.py", "tests/security/test_host_hygiene.py")
+    late = [[i for i in items if i.nodeid.startswith(prefix)] for prefix in order]
+    moved = {id(i) for group in late for i in group}
+    items[:] = [i for i in items if id(i) not in moved] + [i for group in late for i in group]
 
 
 # --------------------------------------------------------------------------- the deployment
@@ -332,20 +335,22 @@ def sender(live: Live, probe_dir: Path) -> Iterator[TaskSender]:
 
 @dataclass
 class Rerun:
-    """`ansible-playbook -v playbooks/site.yml` run once more, after revoking the client's
-    TLS certificate (saved first, so a probe can present it afterwards)."""
+    """`ansible-playbook -v playbooks/site.yml` run once more, after revoking the client host as
+    a whole (its certificate, key and passwords saved first, so probes can present them)."""
 
     output: str
     returncode: int
     revoked_cert: Path
     revoked_key: Path
+    passwords: dict[str, str]  # service -> the revoked host's old password
 
 
 @pytest.fixture(scope="session")
 def rerun(live: Live) -> Rerun:
-    """Revoke the deployment client's TLS certificate through `celery_provision.pki`, then
-    re-run the whole site playbook: the controller play publishes the CRL and re-issues the
-    client's certificate, the RabbitMQ role pushes the CRL. The deployment keeps working."""
+    """`certs revoke CLIENT` through `celery_provision.pki`, then the whole site playbook again:
+    the controller play publishes the CRL and reissues nothing to the revoked host, the roles
+    remove its RabbitMQ and Redis users. The deployment keeps working for everyone else.
+    Destructive for the client: the tests that use it run last (see the ordering hook)."""
     from celery_provision import pki
 
     saved = live.tmp / "revoked"
@@ -355,15 +360,16 @@ def rerun(live: Live) -> Rerun:
     shutil.copyfile(cert, revoked_cert)
     shutil.copyfile(key, revoked_key)
     os.chmod(revoked_key, 0o600)
-    report = pki.revoke(live.d, live.client, kinds=("client",), reason="security suite: revoked-certificate probe")
-    assert report.count("revoked") == 1, report.summary()
+    passwords = {c.service: live.password(c.service, c.user) for c in live.d.secrets(live.d.host(live.client))}
+    report = pki.revoke(live.d, live.client, reason="security suite: revoked-host probes")
+    assert report.count("revoked") >= 1, report.summary()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run(["ansible-playbook", "-v", "-i", str(live.handle.inventory), "playbooks/site.yml"],
                           cwd=REPO, capture_output=True, text=True, timeout=1800, env=env, check=False)
     output = proc.stdout + proc.stderr
     (live.tmp / "site-rerun.log").write_text(output)
-    return Rerun(output, proc.returncode, revoked_cert, revoked_key)
+    return Rerun(output, proc.returncode, revoked_cert, revoked_key, passwords)
 
 
 @pytest.fixture(scope="session")

@@ -114,21 +114,6 @@ def test_control_a_current_certificate_made_the_same_way_gets_in(live, broker: E
 
 
 @pytest.mark.probe
-def test_revoked_client_certificate_is_refused_by_rabbitmq(live, rabbitmq: Endpoint, rerun) -> None:
-    assert rerun.returncode == 0, rerun.output[-3000:]
-    ctx = secprobe.client_context(live.layout.ca_pem, rerun.revoked_cert, rerun.revoked_key)
-    outcome = secprobe.tls_attempt(rabbitmq, ctx)
-    assert not outcome.got_in, outcome.detail
-
-
-def test_control_the_reissued_client_certificate_gets_in_after_the_revocation(live, rabbitmq: Endpoint,
-                                                                               rerun) -> None:
-    """The client whose old certificate was revoked has a new one, and the broker takes it."""
-    outcome = secprobe.tls_attempt(rabbitmq, secprobe.client_context(live.layout.ca_pem, *live.tls_pair(live.client)))
-    assert outcome.got_in, outcome.detail
-
-
-@pytest.mark.probe
 @pytest.mark.parametrize("protocol", sorted(LEGACY_PROTOCOLS))
 def test_legacy_tls_version_is_refused(live, broker: Endpoint, protocol: str) -> None:
     outcome = secprobe.tls_attempt(broker, legacy_context(live, protocol))

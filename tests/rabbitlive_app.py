@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import Celery, chain, chord, group
 
-TIMEOUT = 20.0
+TIMEOUT = float(os.environ.get("CP_TIMEOUT", "20"))
 
 
 def rendered_config(path: str, broker_url: str, backend: str | None) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def _events() -> Any:
     with app.connection_for_read() as conn:
         recv = app.events.Receiver(conn, handlers={"*": lambda event: seen.append(event["type"])})
         try:
-            recv.capture(limit=1, timeout=10)
+            recv.capture(limit=1, timeout=float(os.environ.get("CP_EVENTS_TIMEOUT", "10")))
         except TimeoutError:  # socket.timeout: nothing came
             pass
     return seen
@@ -105,7 +105,8 @@ def _rate_limit(rate: str) -> Any:
 
 def _broadcast(command: str) -> Any:
     # No reply queue: only the publish to celery.pidbox is tried.
-    app.control.broadcast(command, reply=False)
+    arguments = {"task_name": "live.add", "rate_limit": "1000/m"} if command == "rate_limit" else {}
+    app.control.broadcast(command, arguments=arguments, reply=False)
     return "sent"
 
 

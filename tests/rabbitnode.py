@@ -8,7 +8,11 @@ directory; started with Debian's ``rabbitmq-server -detached`` and managed with
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -78,7 +82,6 @@ class RabbitNode:
         subprocess.run([str(_BIN / "rabbitmq-server"), "-detached"], env=self._env(), check=True,
                        capture_output=True, timeout=60)
         self.ctl("wait", "--timeout", "60", str(self.base / "node.pid"), timeout=90)
-        self.ctl("add_vhost", self.vhost)
         return self
 
     def stop(self) -> None:
@@ -100,25 +103,41 @@ class RabbitNode:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {out.stderr or out.stdout}")
         return out.stdout
 
-    def url(self, user: str) -> str:
+    def url(self, user: str, vhost: str | None = None) -> str:
         """The plain AMQP URL of *user* (its password is set apart, as in rendered configs)."""
-        return f"amqp://{user}@127.0.0.1:{self.port}/{self.vhost}"
+        return f"amqp://{user}@127.0.0.1:{self.port}/{vhost or self.vhost}"
 
-    def set_user(self, user: str, password: str, perms: dict[str, Any]) -> None:
-        """Create or reset *user* with `rabbitmq_permissions()`-shaped *perms* on the vhost."""
-        if user not in self.ctl("list_users", "--formatter", "json"):
-            self.ctl("add_user", user, password)
-        else:
-            self.ctl("change_password", user, password)
-        self.grant(user, perms)
+    def load_users(self, users: dict[str, tuple[str, dict[str, Any]]], *, vhost: str | None = None) -> None:
+        """Create *vhost* and *users* ({name: (password, perms)}, perms shaped as
+        `rabbitmq_permissions()` returns them) in one `import_definitions` (rabbitmqctl is slow)."""
+        vhost = vhost or self.vhost
+        defs: dict[str, list[dict[str, Any]]] = {"vhosts": [{"name": vhost}], "users": [], "permissions": [],
+                                                 "topic_permissions": []}
+        for name, (password, perms) in users.items():
+            defs["users"].append({"name": name, "password_hash": _hash(password), "tags": [],
+                                  "hashing_algorithm": "rabbit_password_hashing_sha256"})
+            defs["permissions"].append({"user": name, "vhost": vhost, "configure": perms["configure"],
+                                        "write": perms["write"], "read": perms["read"]})
+            defs["topic_permissions"] += [{"user": name, "vhost": vhost, **t} for t in perms["topic"]]
+        path = self.base / "definitions.json"
+        path.write_text(json.dumps(defs))
+        self.ctl("import_definitions", str(path))
+        path.unlink()
 
-    def grant(self, user: str, perms: dict[str, Any]) -> None:
-        """Replace *user*'s permissions and topic permissions on the vhost with *perms*."""
-        self.ctl("set_permissions", "-p", self.vhost, user, perms["configure"], perms["write"], perms["read"])
-        self.ctl("clear_topic_permissions", "-p", self.vhost, user)
+    def grant(self, user: str, perms: dict[str, Any], *, vhost: str | None = None) -> None:
+        """Replace *user*'s permissions and topic permissions on *vhost* with *perms*."""
+        vhost = vhost or self.vhost
+        self.ctl("set_permissions", "-p", vhost, user, perms["configure"], perms["write"], perms["read"])
+        self.ctl("clear_topic_permissions", "-p", vhost, user)
         for t in perms["topic"]:
-            self.ctl("set_topic_permissions", "-p", self.vhost, user, t["exchange"], t["write"], t["read"])
+            self.ctl("set_topic_permissions", "-p", vhost, user, t["exchange"], t["write"], t["read"])
 
     def log(self) -> str:
         """The node's log (where each access_refused is also written)."""
         return "".join(p.read_text(errors="replace") for p in sorted((self.base / "log").glob("*.log")))
+
+
+def _hash(password: str) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()

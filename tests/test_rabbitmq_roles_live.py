@@ -54,9 +54,13 @@ class Stack:
     perms: dict[str, dict[str, Any]]
 
     def env(self, host: str) -> dict[str, str]:
-        return os.environ | {"CP_RENDERED": str(self.dir / f"{host}.py"), "CP_BROKER_URL": self.node.url(host, self.vhost),
+        return os.environ | {"CP_RENDERED": str(self.dir / f"{host}.py"), "CP_BROKER_URL": self.node.url(self.user(host), self.vhost),
                              "CP_BACKEND": f"file://{self.dir / 'results'}", "PYTHONPATH": str(HERE),
                              "CP_TIMEOUT": "15", "CP_EVENTS_TIMEOUT": "10"}
+
+    def user(self, host: str) -> str:
+        """*host*'s user on the node: the rendered name, per stack (each has its own passwords)."""
+        return f"{host}-{self.backend}"
 
     def act(self, host: str, *args: str) -> dict[str, Any]:
         """One action of tests/rabbitlive_app.py as *host*: {"ok": True, "value"} or {"ok": False, "error"}."""
@@ -115,10 +119,10 @@ def _stack(node: rabbitnode.RabbitNode, base: Path, backend: str) -> Iterator[St
             str(host.role), host.queues, task_queues=d.task_queues, rpc_backend=d.settings.result_backend == "rpc",
             remote_control=d.remote_control)
         user = d.user(host, "rabbitmq")
-        users[user] = (credentials.password(d, "rabbitmq", user), perms[host.name])
+        users[f"{user}-{backend}"] = (credentials.password(d, "rabbitmq", user), perms[host.name])
         (base / f"{host.name}.py").write_text(render.render(d, host, controller_paths=True))
     (base / "results").mkdir()
-    vhost = f"celery-{backend}"  # the stacks share the node and the user names, not a vhost
+    vhost = f"celery-{backend}"  # the stacks share the node, not a vhost or a user
     node.load_users(users, vhost=vhost)
     s = Stack(node, vhost, base, backend, perms)
     worker = _start_worker(s)

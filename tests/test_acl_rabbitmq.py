@@ -1,7 +1,8 @@
-"""rabbitmq_permissions: the least-privilege regexes a Celery 5.7 user needs on RabbitMQ.
+"""rabbitmq_permissions: what each Celery role may do on RabbitMQ, and nothing more.
 
-The names were found by running a real worker and client against a real broker
-(roles/rabbitmq/README.md); these tests pin what the function grants and refuses.
+Every entry was found against real Celery 5.7 processes (roles/rabbitmq/README.md, and
+tests/test_rabbitmq_roles_live.py runs them); these tests pin the specification: a name is
+allowed when RabbitMQ's unanchored match (re.search) finds it in the regex.
 """
 
 from __future__ import annotations
@@ -10,109 +11,271 @@ import re
 
 import pytest
 
-from celery_provision.acl import rabbitmq_permissions
+from celery_provision.acl import TASK_EXCHANGE, rabbitmq_permissions
 
-QUEUES = ["celery", "high"]
-UUID = "8f2d6b1e-3c4a-4e5f-9a7b-0c1d2e3f4a5b"  # fixed, so parallel test collection agrees
+TASK_QUEUES = ["celery", "hi"]
+UUID = "8f2d6b1e-3c4a-4e5f-9a7b-0c1d2e3f4a5b"
+NODE_QUEUE = "worker-1@host.example.celery.pidbox"
+REPLY_QUEUE = f"{UUID}.reply.celery.pidbox"
+EVENT_QUEUE = f"celeryev.{UUID}"
+CONTROL = ["celery.pidbox", "reply.celery.pidbox", NODE_QUEUE, REPLY_QUEUE]
+EVENTS = ["celeryev", EVENT_QUEUE]
+KINDS = ["configure", "write", "read"]
 
 
 def allows(regex: str, name: str) -> bool:
-    # RabbitMQ matches permission regexes unanchored (re:run), like re.search.
-    return re.search(regex, name) is not None
+    return re.search(regex, name) is not None  # RabbitMQ: re:run, unanchored
 
 
-@pytest.fixture
-def perms() -> dict[str, str]:
-    return rabbitmq_permissions(QUEUES, rpc_backend=True)
+def worker(*, queues=("celery",), rpc=False, remote_control=True):
+    return rabbitmq_permissions("worker", list(queues), task_queues=TASK_QUEUES, rpc_backend=rpc,
+                                remote_control=remote_control)
 
 
-def test_returns_configure_write_and_read(perms):
-    assert set(perms) == {"configure", "write", "read"}
+def client(*, queues=("celery",), rpc=False):
+    return rabbitmq_permissions("client", list(queues), task_queues=TASK_QUEUES, rpc_backend=rpc,
+                                remote_control=True)
 
 
-@pytest.mark.parametrize("kind", ["configure", "write", "read"])
-def test_every_regex_is_anchored(perms, kind):
-    assert perms[kind].startswith("^(") and perms[kind].endswith(")$")
+def operator(*, rpc=False):
+    return rabbitmq_permissions("operator", [], task_queues=TASK_QUEUES, rpc_backend=rpc, remote_control=True)
 
 
-@pytest.mark.parametrize("kind", ["configure", "write", "read"])
-@pytest.mark.parametrize("queue", QUEUES)
-def test_task_queues_and_their_exchanges_are_allowed(perms, kind, queue):
-    assert allows(perms[kind], queue)
+def topic(perms, exchange):
+    [entry] = [t for t in perms["topic"] if t["exchange"] == exchange]
+    return entry
 
 
-@pytest.mark.parametrize("kind", ["configure", "write", "read"])
-@pytest.mark.parametrize("name", ["celeryev", "celery.pidbox", "reply.celery.pidbox"])
-def test_event_and_mailbox_exchanges_are_allowed(perms, kind, name):
-    assert allows(perms[kind], name)
+ALL = {
+    "worker": worker(rpc=True), "worker without remote control": worker(rpc=True, remote_control=False),
+    "client": client(rpc=True), "client without rpc": client(), "operator": operator(rpc=True),
+}
 
 
-@pytest.mark.parametrize("kind", ["configure", "write", "read"])
-@pytest.mark.parametrize(
-    "name",
-    [f"celeryev.{UUID}", "worker-1@host.example.celery.pidbox", f"{UUID}.reply.celery.pidbox"],
-)
-def test_event_and_mailbox_queues_are_allowed(perms, kind, name):
-    assert allows(perms[kind], name)
+# --- shape --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("perms", ALL.values(), ids=ALL.keys())
+def test_gives_three_regexes_and_a_list_of_topic_permissions(perms):
+    assert set(perms) == {"configure", "write", "read", "topic"}
+    assert all(set(t) == {"exchange", "write", "read"} for t in perms["topic"])
 
 
-def test_task_publishing_needs_write_on_the_default_exchange():
-    for rpc in (True, False):
-        assert allows(rabbitmq_permissions(QUEUES, rpc_backend=rpc)["write"], "amq.default")
+@pytest.mark.parametrize("perms", ALL.values(), ids=ALL.keys())
+def test_every_regex_is_anchored(perms):
+    regexes = [perms[k] for k in KINDS] + [t[k] for t in perms["topic"] for k in ("write", "read")]
+    assert all(r == "^$" or (r.startswith("^(") and r.endswith(")$")) for r in regexes)
 
 
-@pytest.mark.parametrize("kind", ["configure", "read"])
-def test_the_default_exchange_is_only_written_to(perms, kind):
-    assert not allows(perms[kind], "amq.default")
-
-
-@pytest.mark.parametrize("kind", ["configure", "read"])
-def test_rpc_backend_reply_queue_is_allowed_with_rpc(perms, kind):
-    assert allows(perms[kind], UUID)
-
-
-@pytest.mark.parametrize("kind", ["configure", "write", "read"])
-def test_rpc_reply_queue_is_refused_without_rpc(kind):
-    assert not allows(rabbitmq_permissions(QUEUES, rpc_backend=False)[kind], UUID)
-
-
-@pytest.mark.parametrize("kind", ["configure", "write", "read"])
-@pytest.mark.parametrize(
-    "name",
-    [
-        "not-celery",
-        "celery-other",  # a prefix match would allow this
-        "xcelery",  # a suffix match would allow this
-        "amq.topic",
-        "amq.direct",
-        "amq.gen-JzTY20BRgKO-HjmUJj0wLg",  # server-named queues: Celery does not use them
-        "celeryev.not-a-uuid",
-        f"{UUID}.reply.other.pidbox",
-        "",
-    ],
-)
-def test_other_names_are_refused(perms, kind, name):
-    assert not allows(perms[kind], name)
-
-
-def test_queue_names_are_matched_literally():
-    perms = rabbitmq_permissions(["tasks.high", "a+b"], rpc_backend=False)
-    assert allows(perms["configure"], "tasks.high")
-    assert not allows(perms["configure"], "tasksXhigh")
-    assert allows(perms["configure"], "a+b")
-    assert not allows(perms["configure"], "aab")
-
-
-def test_duplicate_queues_appear_once():
-    perms = rabbitmq_permissions(["celery", "celery"], rpc_backend=False)
-    assert perms["configure"].count("celery|") == 1
-
-
-@pytest.mark.parametrize("queues", [[], "celery", [""], ["amq.q"]])
-def test_bad_queue_lists_are_refused(queues):
-    with pytest.raises(ValueError):
-        rabbitmq_permissions(queues, rpc_backend=False)
+@pytest.mark.parametrize("perms", ALL.values(), ids=ALL.keys())
+@pytest.mark.parametrize("name", ["celery-other", "xcelery", "celery.tasks.x", "amq.topic", "amq.direct",
+                                  "amq.gen-JzTY20BRgKO-HjmUJj0wLg", "celeryev.not-a-uuid"])
+def test_no_role_gets_names_beyond_celerys_own(perms, name):
+    assert not any(allows(perms[k], name) for k in KINDS)
 
 
 def test_same_input_gives_same_output():
-    assert rabbitmq_permissions(QUEUES, rpc_backend=True) == rabbitmq_permissions(QUEUES, rpc_backend=True)
+    assert worker(rpc=True) == worker(rpc=True)
+
+
+# --- worker ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_worker_declares_binds_and_consumes_its_own_queues(kind):
+    assert allows(worker(queues=["celery", "hi"])[kind], "hi")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_worker_has_nothing_on_another_workers_queue(kind):
+    assert not allows(worker(queues=["celery"])[kind], "hi")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_worker_declares_publishes_to_and_binds_from_the_task_exchange(kind):
+    assert allows(worker()[kind], TASK_EXCHANGE)
+
+
+def test_worker_publishes_to_every_task_queue_for_chains():
+    assert topic(worker(queues=["celery"]), TASK_EXCHANGE)["write"] == "^(celery|hi)$"
+
+
+def test_worker_binds_the_task_exchange_only_with_its_own_queues():
+    assert topic(worker(queues=["celery"]), TASK_EXCHANGE)["read"] == "^(celery)$"
+
+
+def test_worker_answers_control_on_its_own_node_queue():
+    perms = worker()
+    assert all(allows(perms[k], NODE_QUEUE) for k in KINDS)
+
+
+def test_worker_node_queue_may_carry_dots_in_the_node_name():
+    assert allows(worker()["read"], "worker-1.example.com@host.example.com.celery.pidbox")
+
+
+def test_worker_binds_to_but_never_broadcasts_on_celery_pidbox():
+    perms = worker()
+    assert allows(perms["read"], "celery.pidbox") and allows(perms["configure"], "celery.pidbox")
+    assert not allows(perms["write"], "celery.pidbox")
+
+
+def test_worker_publishes_control_replies_but_reads_no_reply_queue():
+    perms = worker()
+    assert allows(perms["write"], "reply.celery.pidbox")
+    assert not any(allows(perms[k], REPLY_QUEUE) for k in KINDS)
+    assert not allows(perms["read"], "reply.celery.pidbox")
+
+
+def test_worker_publishes_events_but_does_not_receive_them():
+    perms = worker()
+    assert allows(perms["write"], "celeryev")
+    assert not allows(perms["read"], "celeryev")
+    assert not any(allows(perms[k], EVENT_QUEUE) for k in KINDS)
+
+
+@pytest.mark.parametrize("key", ["task.succeeded", "task.received", "worker.heartbeat", "worker.online"])
+def test_worker_event_routing_keys_are_task_and_worker_events(key):
+    assert allows(topic(worker(), "celeryev")["write"], key)
+
+
+@pytest.mark.parametrize("key", ["task", "other.event", "task.succeeded.x", "#"])
+def test_worker_publishes_no_other_event_routing_key(key):
+    assert not allows(topic(worker(), "celeryev")["write"], key)
+
+
+@pytest.mark.parametrize("name", [*CONTROL, *EVENTS])
+def test_worker_without_remote_control_has_no_control_or_events(name):
+    perms = worker(remote_control=False)
+    assert not any(allows(perms[k], name) for k in KINDS)
+    assert [t["exchange"] for t in perms["topic"]] == [TASK_EXCHANGE]
+
+
+def test_worker_with_rpc_publishes_results_through_the_default_exchange():
+    assert allows(worker(rpc=True)["write"], "amq.default")
+
+
+def test_worker_with_rpc_declares_its_own_reply_queue_for_tasks_it_sends():
+    perms = worker(rpc=True)
+    assert allows(perms["configure"], UUID) and not allows(perms["read"], UUID)
+
+
+@pytest.mark.parametrize("name", ["amq.default", UUID])
+def test_worker_without_rpc_has_nothing_for_results(name):
+    perms = worker(rpc=False)
+    assert not any(allows(perms[k], name) for k in KINDS)
+
+
+# --- client (producer) ------------------------------------------------------------------------
+
+def test_client_writes_only_to_the_task_exchange():
+    assert client()["write"] == "^(celery\\.tasks)$"
+
+
+def test_client_routes_only_to_its_own_queues():
+    assert topic(client(queues=["celery"]), TASK_EXCHANGE) == {"exchange": TASK_EXCHANGE, "write": "^(celery)$",
+                                                               "read": "^$"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", TASK_QUEUES)
+def test_client_has_nothing_on_task_queues(kind, name):
+    assert not allows(client(queues=TASK_QUEUES, rpc=True)[kind], name)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", [*CONTROL, *EVENTS, "amq.default"])
+def test_client_has_nothing_on_control_events_or_the_default_exchange(kind, name):
+    assert not allows(client(rpc=True)[kind], name)
+
+
+def test_client_without_rpc_declares_and_reads_nothing():
+    perms = client(rpc=False)
+    assert (perms["configure"], perms["read"]) == ("^$", "^$")
+
+
+@pytest.mark.parametrize("kind", ["configure", "read"])
+def test_client_with_rpc_declares_and_consumes_its_reply_queue(kind):
+    assert allows(client(rpc=True)[kind], UUID)
+
+
+def test_client_with_rpc_binds_nothing():
+    assert not allows(client(rpc=True)["write"], UUID)
+
+
+# --- operator ---------------------------------------------------------------------------------
+
+def test_operator_broadcasts_on_celery_pidbox():
+    perms = operator()
+    assert allows(perms["configure"], "celery.pidbox") and allows(perms["write"], "celery.pidbox")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_operator_receives_replies_on_its_own_reply_queue(kind):
+    assert allows(operator()[kind], REPLY_QUEUE)
+
+
+def test_operator_binds_from_the_reply_exchange_without_publishing_to_it():
+    perms = operator()
+    assert allows(perms["read"], "reply.celery.pidbox") and not allows(perms["write"], "reply.celery.pidbox")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_operator_receives_events_on_its_own_event_queue(kind):
+    assert allows(operator()[kind], EVENT_QUEUE)
+
+
+def test_operator_binds_from_the_event_exchange_without_publishing_to_it():
+    perms = operator()
+    assert allows(perms["read"], "celeryev") and not allows(perms["write"], "celeryev")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", [*TASK_QUEUES, TASK_EXCHANGE, "amq.default", NODE_QUEUE, UUID])
+def test_operator_has_nothing_on_tasks_results_or_worker_queues(kind, name):
+    assert not allows(operator(rpc=True)[kind], name)
+
+
+def test_operator_needs_no_topic_permissions():
+    assert operator()["topic"] == []
+
+
+# --- input --------------------------------------------------------------------------------------
+
+def test_queue_names_are_matched_literally():
+    perms = rabbitmq_permissions("worker", ["tasks.high", "a+b"], task_queues=["tasks.high", "a+b"],
+                                 rpc_backend=False, remote_control=False)
+    assert allows(perms["configure"], "tasks.high") and not allows(perms["configure"], "tasksXhigh")
+    assert allows(perms["configure"], "a+b") and not allows(perms["configure"], "aab")
+
+
+def test_duplicate_queues_appear_once():
+    perms = rabbitmq_permissions("worker", ["celery", "celery"], task_queues=["celery"], rpc_backend=False,
+                                 remote_control=False)
+    assert perms["configure"] == "^(celery|celery\\.tasks)$"
+
+
+@pytest.mark.parametrize("role", ["admin", "producer", ""])
+def test_unknown_roles_are_refused(role):
+    with pytest.raises(ValueError, match="unknown role"):
+        rabbitmq_permissions(role, ["celery"], task_queues=TASK_QUEUES, rpc_backend=False, remote_control=True)
+
+
+@pytest.mark.parametrize("role", ["worker", "client"])
+@pytest.mark.parametrize("queues", [[], "celery", [""], ["amq.q"]])
+def test_bad_queue_lists_are_refused(role, queues):
+    with pytest.raises(ValueError):
+        rabbitmq_permissions(role, queues, task_queues=TASK_QUEUES, rpc_backend=False, remote_control=True)
+
+
+def test_a_queue_no_worker_consumes_is_refused():
+    with pytest.raises(ValueError, match="consumed by no worker"):
+        client(queues=["elsewhere"])
+
+
+def test_an_operator_with_queues_is_refused():
+    with pytest.raises(ValueError, match="no task queues"):
+        rabbitmq_permissions("operator", ["celery"], task_queues=TASK_QUEUES, rpc_backend=False,
+                             remote_control=True)
+
+
+def test_an_operator_without_remote_control_is_refused():
+    with pytest.raises(ValueError, match="remote control"):
+        rabbitmq_permissions("operator", [], task_queues=TASK_QUEUES, rpc_backend=False, remote_control=False)

@@ -1,6 +1,6 @@
 """What Celery and kombu need from RabbitMQ, per role: configure/write/read regexes and
 topic permissions. Found by running real workers, producers and operators against a real
-broker; roles/rabbitmq/README.md gives the reason for each entry.
+broker; roles/rabbitmq/README.md gives the reason for each entry and what failed without it.
 """
 
 from __future__ import annotations
@@ -11,68 +11,118 @@ from typing import Any
 
 __all__ = ["TASK_EXCHANGE", "rabbitmq_permissions"]
 
-
-# Names Celery 5.7 / kombu 5.7 really use on RabbitMQ (seen on a real broker; the
-# reason for each is in roles/rabbitmq/README.md). RabbitMQ matches permission
-# regexes unanchored, so every alternative below is anchored by `_alternatives`.
-_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_EVENT_EXCHANGE = r"celeryev"
-_EVENT_QUEUE = r"celeryev\." + _UUID
-_MAILBOX_EXCHANGE = r"celery\.pidbox"
-_MAILBOX_REPLY_EXCHANGE = r"reply\.celery\.pidbox"
-_MAILBOX_NODE_QUEUE = r"[^.@]+@.+\.celery\.pidbox"
-_MAILBOX_REPLY_QUEUE = _UUID + r"\.reply\.celery\.pidbox"
-_RPC_REPLY_QUEUE = _UUID
-_DEFAULT_EXCHANGE = r"amq\.default"
-
-
-def _alternatives(names: Sequence[str]) -> str:
-    return "^(" + "|".join(names) + ")$"
-
-
 #: The topic exchange every task is published to, with its queue's name as routing key: a
 #: named exchange (not amq.default) so that topic permissions can narrow who routes where.
 TASK_EXCHANGE = "celery.tasks"
+
+# Names Celery 5.7 / kombu 5.7 really use on RabbitMQ (seen on a real broker). RabbitMQ
+# matches permission regexes unanchored: `_anchored` anchors every alternative.
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_TASK_EXCHANGE = re.escape(TASK_EXCHANGE)
+_EVENT_EXCHANGE = r"celeryev"  # topic: events, routing key = event type with '.' (task.succeeded)
+_EVENT_QUEUE = r"celeryev\." + _UUID  # an event receiver's queue (celery events, Flower)
+_MAILBOX_EXCHANGE = r"celery\.pidbox"  # fanout: remote-control broadcasts
+_MAILBOX_NODE_QUEUE = r"[^@]+@[^@]+\.celery\.pidbox"  # a worker's own control queue (NAME@HOST)
+_MAILBOX_REPLY_EXCHANGE = r"reply\.celery\.pidbox"  # direct: control replies, routing key = caller oid
+_MAILBOX_REPLY_QUEUE = _UUID + r"\.reply\.celery\.pidbox"  # a caller's reply queue
+_RPC_REPLY_QUEUE = _UUID  # the RPC result backend's reply queue (app.thread_oid)
+_DEFAULT_EXCHANGE = r"amq\.default"  # '' as RabbitMQ names it for permissions
+_EVENT_KEYS = r"(task|worker)\.[a-z]+"  # what a worker publishes on celeryev
+
+_ROLES = ("worker", "client", "operator")
+
+
+def _anchored(names: Sequence[str]) -> str:
+    """One regex matching exactly the given (escaped) names; `^$` (nothing) when empty."""
+    unique = list(dict.fromkeys(names))
+    return "^(" + "|".join(unique) + ")$" if unique else "^$"
+
+
+def _queue_names(queues: Sequence[str], what: str) -> list[str]:
+    if isinstance(queues, str):
+        raise ValueError(f"{what} must be a list of queue names, not a string: {queues!r}")
+    for queue in queues:
+        if not queue or not isinstance(queue, str):
+            raise ValueError(f"invalid queue name in {what}: {queue!r}")
+        if queue.startswith("amq."):
+            raise ValueError(f"queue names starting with 'amq.' are reserved by RabbitMQ: {queue!r}")
+    return [re.escape(q) for q in queues]
 
 
 def rabbitmq_permissions(role: str, queues: Sequence[str], *, task_queues: Sequence[str], rpc_backend: bool,
                          remote_control: bool) -> dict[str, Any]:
     """The least-privilege permissions of one Celery user on the deployment's vhost.
 
-    *role* is `worker`, `client` or `operator`; *queues* the host's own (a worker consumes
-    them, a producer publishes to them); *task_queues* every queue a worker consumes;
-    *remote_control* whether operators exist (workers then answer control and send events).
-    Returns `configure`, `write`, `read` (regexes) and `topic` (a list of
-    `{exchange, write, read}` for RabbitMQ's topic permissions).
+    *role* is `worker`, `client` (a producer) or `operator`; *queues* the host's own (a worker
+    consumes them, a producer publishes to them; none for an operator); *task_queues* every
+    queue some worker consumes; *rpc_backend* whether results travel back over RabbitMQ
+    (`rpc://`); *remote_control* whether operators exist (workers then answer control and
+    send events). Returns `configure`, `write`, `read` (anchored regexes) and `topic` (a list
+    of `{exchange, write, read}` for RabbitMQ's topic permissions).
     """
-    return dict(_legacy(task_queues, rpc_backend=rpc_backend), topic=[])
+    if role not in _ROLES:
+        raise ValueError(f"unknown role {role!r}: expected one of {', '.join(_ROLES)}")
+    own = _queue_names(queues, "queues")
+    every = _queue_names(task_queues, "task_queues")
+    if role == "operator":
+        if own:
+            raise ValueError("an operator has no task queues")
+        if not remote_control:
+            raise ValueError("an operator exists, so remote control must be on")
+        return _operator()
+    if not own:
+        raise ValueError(f"a {role} needs at least one queue")
+    if not set(own) <= set(every):
+        raise ValueError(f"queues {sorted(set(queues) - set(task_queues))} are consumed by no worker")
+    if role == "client":
+        return _client(own, rpc_backend=rpc_backend)
+    return _worker(own, every, rpc_backend=rpc_backend, remote_control=remote_control)
 
 
-def _legacy(queues: Sequence[str], *, rpc_backend: bool) -> dict[str, str]:
-    if isinstance(queues, str) or not queues:
-        raise ValueError("queues must be a non-empty list of queue names")
-    task = []
-    for queue in queues:
-        if not queue or not isinstance(queue, str):
-            raise ValueError(f"invalid queue name: {queue!r}")
-        if queue.startswith("amq."):
-            raise ValueError(f"queue names starting with 'amq.' are reserved by RabbitMQ: {queue!r}")
-        escaped = re.escape(queue)
-        if escaped not in task:
-            task.append(escaped)
-    # Each task queue has a direct exchange of the same name (Celery's default routing).
-    shared = [re.escape(TASK_EXCHANGE), _EVENT_EXCHANGE, _MAILBOX_EXCHANGE, _MAILBOX_REPLY_EXCHANGE]
-    own_queues = [_EVENT_QUEUE, _MAILBOX_NODE_QUEUE, _MAILBOX_REPLY_QUEUE]
-    rpc_queue = [_RPC_REPLY_QUEUE] if rpc_backend else []
-    configure = task + shared + own_queues + rpc_queue
-    # write: exchanges published to, queues bound (queue.bind needs write on the queue).
-    # Celery publishes tasks for direct-routed queues through the default exchange
-    # (celery/app/amqp.py "convert to anon-exchange"), and RPC results go there too.
-    write = task + shared + own_queues + [_DEFAULT_EXCHANGE]
-    # read: queues consumed, exchanges bound from (queue.bind needs read on the exchange).
-    read = task + shared + own_queues + rpc_queue
+def _worker(own: list[str], every: list[str], *, rpc_backend: bool, remote_control: bool) -> dict[str, Any]:
+    # Its queues: declared, bound to celery.tasks (write on the queue, read on the exchange),
+    # consumed. celery.tasks: declared with them, published to (chains, callbacks, retries,
+    # chord_unlock) with any task queue's routing key.
+    configure = [*own, _TASK_EXCHANGE]
+    write = [*own, _TASK_EXCHANGE]
+    read = [*own, _TASK_EXCHANGE]
+    topic = [{"exchange": TASK_EXCHANGE, "write": _anchored(every), "read": _anchored(own)}]
+    if rpc_backend:
+        # Results go to the caller's reply queue through the default exchange; a task the
+        # worker sends (the next step of a chain) declares the worker's own reply queue.
+        configure.append(_RPC_REPLY_QUEUE)
+        write.append(_DEFAULT_EXCHANGE)
+    if remote_control:
+        # Its control queue bound to celery.pidbox and consumed; replies published (and the
+        # reply exchange declared) on reply.celery.pidbox; events published on celeryev.
+        # No write on celery.pidbox: a worker broadcasts nothing (mingle is off).
+        configure += [_MAILBOX_NODE_QUEUE, _MAILBOX_EXCHANGE, _MAILBOX_REPLY_EXCHANGE, _EVENT_EXCHANGE]
+        write += [_MAILBOX_NODE_QUEUE, _MAILBOX_REPLY_EXCHANGE, _EVENT_EXCHANGE]
+        read += [_MAILBOX_NODE_QUEUE, _MAILBOX_EXCHANGE]
+        topic.append({"exchange": "celeryev", "write": _anchored([_EVENT_KEYS]), "read": "^$"})
+    return {"configure": _anchored(configure), "write": _anchored(write), "read": _anchored(read), "topic": topic}
+
+
+def _client(own: list[str], *, rpc_backend: bool) -> dict[str, Any]:
+    # Publishes to celery.tasks with its own queues' routing keys; declares nothing (its
+    # task_queues have no_declare); with rpc:// it declares and consumes its reply queue.
+    rpc = [_RPC_REPLY_QUEUE] if rpc_backend else []
     return {
-        "configure": _alternatives(configure),
-        "write": _alternatives(write),
-        "read": _alternatives(read),
+        "configure": _anchored(rpc),
+        "write": _anchored([_TASK_EXCHANGE]),
+        "read": _anchored(rpc),
+        "topic": [{"exchange": TASK_EXCHANGE, "write": _anchored(own), "read": "^$"}],
+    }
+
+
+def _operator() -> dict[str, Any]:
+    # Control: broadcast on celery.pidbox (declared first), replies through its own reply
+    # queue bound to reply.celery.pidbox. Events: its own celeryev.<uuid> queue bound to
+    # celeryev with '#' (every event), consumed.
+    return {
+        "configure": _anchored([_MAILBOX_EXCHANGE, _MAILBOX_REPLY_EXCHANGE, _MAILBOX_REPLY_QUEUE,
+                                _EVENT_EXCHANGE, _EVENT_QUEUE]),
+        "write": _anchored([_MAILBOX_EXCHANGE, _MAILBOX_REPLY_QUEUE, _EVENT_QUEUE]),
+        "read": _anchored([_MAILBOX_REPLY_EXCHANGE, _MAILBOX_REPLY_QUEUE, _EVENT_EXCHANGE, _EVENT_QUEUE]),
+        "topic": [],
     }

@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 ACL_TEMPLATE = REPO / "roles" / "redis" / "templates" / "etc" / "redis" / "users.acl.j2"
 PORTS = range(6400, 6410)
 PRI = "\x06\x16"  # kombu's separator between a queue and its priority list
-TIMEOUT = 20
+TIMEOUT = float(os.environ.get("LIVE_TIMEOUT", "20"))
 
 HOSTS = {
     "redis": {"redis-1": {"ansible_host": "127.0.0.1", "celery_provision_extra_sans": ["localhost"]}},
@@ -132,6 +132,17 @@ def _free_port() -> int:
                 continue
             return port
     pytest.skip("no free port in 6400-6409 for a private redis-server")
+
+
+def _tokens(rules: str) -> list[str]:
+    """The rules, a selector `( ... )` as one token."""
+    out: list[str] = []
+    for part in rules.split(" "):
+        if out and out[-1].startswith("(") and not out[-1].endswith(")"):
+            out[-1] += " " + part
+        else:
+            out.append(part)
+    return out
 
 
 def _acl_file(users: list[dict[str, Any]], admin: str, admin_password: str) -> str:
@@ -225,6 +236,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     d = model.load(str(inv / "hosts.yml"))
     spec = export.host_vars(d, d.host("redis-1"))["redis"]
     users = spec["users"]
+    drop = os.environ.get("LIVE_ACL_DROP")  # "USER:N": leave out rule N of USER (removal evidence)
+    if drop:
+        name, index = drop.rsplit(":", 1)
+        user = next(u for u in users if u["name"] == name)
+        rules = _tokens(user["rules"])
+        print(f"LIVE_ACL_DROP {name}: {rules.pop(int(index))}")
+        user["rules"] = " ".join(rules)
     passwords = {u["name"]: u["password"] for u in users} | {spec["admin_user"]: spec["admin_password"]}
     aclfile = tmp / "users.acl"
     aclfile.write_text(_acl_file(users, spec["admin_user"], spec["admin_password"]))
@@ -244,9 +262,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 if proc.poll() is not None:
                     pytest.fail(f"redis-server exited: {(tmp / 'redis.log').read_text()[-2000:]}")
                 time.sleep(0.05)
-        # Binding tables past their deadline (as an hour after an operator's last
-        # command): the workers' first sweep of kombu's binding deadlines deletes them.
-        admin.zadd("_kombu.binding_deadlines", {"reply.celery.pidbox": 1, "celeryev": 1})
         configs = {h: _config(render.render(d, d.host(h), controller_paths=True), port, h)
                    for h in ("worker-1", "worker-2", "client-1", "ops-1")}
         (tmp / "livetasks.py").write_text(TASKS)
@@ -260,7 +275,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             time.sleep(0.5)
             # Start-up (declares, the first restore and binding sweep) was refused nothing.
             assert not live.denials(), "\n".join(live.denials())
-            assert not admin.zscore("_kombu.binding_deadlines", "celeryev"), "the overdue deadline was not swept"
             producer = Celery("livetasks", set_as_current=False)
             producer.config_from_object(configs["client-1"])
             producer.setup_security()  # the signing key of this process (Celery's is process-wide)
@@ -271,7 +285,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         finally:
             for wproc in workers.values():
                 wproc.terminate()
-            for name, wproc in workers.items():
+            for wproc in workers.values():
                 try:
                     wproc.wait(20)
                 except subprocess.TimeoutExpired:
@@ -460,6 +474,21 @@ def test_operator_reads_events(quiet: Live) -> None:
     assert res.id in seen
 
 
+@pytest.mark.parametrize("user", ["worker-1", "ops-1"])
+def test_binding_sweep(quiet: Live, user: str) -> None:
+    """kombu's sweep (a script each channel with an expiring queue runs once a minute)
+    deletes binding tables past their deadline, as an hour after an operator's last command."""
+    exchanges = ["reply.celery.pidbox", "celeryev", "celery.pidbox"]
+    quiet.admin.zadd("_kombu.binding_deadlines", dict.fromkeys(exchanges, 1))
+    quiet.admin.sadd("_kombu.binding.reply.celery.pidbox", "x")
+    app = Celery("sweep", set_as_current=False)
+    app.config_from_object(quiet.configs[user])
+    with app.connection_for_write() as conn:
+        assert conn.default_channel.sweep_bindings() == 3
+    assert not quiet.admin.exists("_kombu.binding.reply.celery.pidbox")
+    assert not any(quiet.admin.zscore("_kombu.binding_deadlines", e) for e in exchanges)
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 
@@ -529,3 +558,48 @@ def test_worker_cannot_control_other_workers_or_read_events(live: Live, command:
 def test_worker_cannot_consume_another_workers_queue(live: Live) -> None:
     with refused(live, "worker-1"):
         live.client("worker-1").brpop(["low"], timeout=1)
+
+
+# --- roles/redis: a revoked host's user (state absent) ------------------------------------
+
+
+def test_absent_user_leaves_the_acl_and_its_connections_are_closed(tmp_path: Path) -> None:
+    """The role's ACL file drops a user in state absent; a server reading it (the restart the
+    changed file notifies, or ACL LOAD) refuses that user and closes its open connections."""
+    from celery_provision.acl import redis_acl_rules
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    rules = redis_acl_rules("client", ["celery"], task_queues=["celery"], broker=True, backend=True)
+    users = [{"name": "client-9", "password": "p" * 20, "rules": rules, "state": "present"}]
+    admin_password = uuid.uuid4().hex
+    aclfile = tmp_path / "users.acl"
+    aclfile.write_text(_acl_file(users, "admin", admin_password))
+    port = _free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
+                             "--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+                             "--aclfile", str(aclfile)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        admin = redis.Redis(port=port, username="admin", password=admin_password)
+        for _ in range(100):
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                admin.ping()
+                break
+            time.sleep(0.05)
+        revoked = redis.Redis(port=port, username="client-9", password="p" * 20, single_connection_client=True)
+        assert revoked.ping()
+        users[0]["state"] = "absent"
+        text = _acl_file(users, "admin", admin_password)
+        assert "client-9" not in text
+        aclfile.write_text(text)
+        assert admin.execute_command("ACL", "LOAD")
+        assert "client-9" not in {u.decode() if isinstance(u, bytes) else u for u in admin.acl_users()}
+        assert not [c for c in admin.client_list() if c["user"] == "client-9"]
+        with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError)):
+            revoked.ping()
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port, username="client-9", password="p" * 20).ping()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -25,8 +25,9 @@ __all__ = ["redis_acl_rules"]
 _Selector = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # commands, keys, channels
 _ROLES = ("worker", "client", "operator")
 
-# Every connection: redis-py logs in with HELLO 3 AUTH, health-checks with PING, selects the db.
-_SESSION = ("hello", "auth", "ping", "select")
+# Every connection: redis-py health-checks with PING and selects the db. (AUTH and HELLO
+# need no grant: Redis allows them to every user.)
+_SESSION = ("ping", "select")
 # kombu stores priority p > 0 of queue Q in the list Q + "\x06\x16" + str(p). The
 # class [^!-~] (any byte but printable non-space ASCII) matches those two control
 # bytes and keeps the ACL file plain ASCII; a real queue name never contains them.

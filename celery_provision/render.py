@@ -80,7 +80,10 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "secret": secret.get(s.broker),
         "visibility_timeout": s.visibility_timeout,
     }
-    backend: dict[str, Any] = {"kind": s.result_backend if "redis" in d.services(host) or host.is_worker
+    # An operator reads no result (its Redis user has no result rule), even where Redis is
+    # its broker.
+    backend: dict[str, Any] = {"kind": s.result_backend if ("redis" in d.services(host) and not host.is_operator)
+                               or host.is_worker
                                or (host.is_client and s.result_backend == "rpc") else None}
     if backend["kind"] == "redis":
         e = d.endpoints("redis")[0]  # Celery's Redis backend takes one server

@@ -1,40 +1,36 @@
-"""redis_acl_rules: the least-privilege ACL of a Celery user on Redis.
+"""redis_acl_rules: the least-privilege ACL of a Celery worker, producer or operator on Redis.
 
-The command, key and channel lists were found with real Celery 5.7 workers and
-clients on Redis 7.0 (see roles/redis/README.md); these tests pin the shape of
-the rules and the protections, matching patterns the way Redis does.
+The rules were found with real Celery 5.7 processes on Redis 7.0
+(tests/test_redis_roles_live.py; roles/redis/README.md gives each rule's reason). These
+tests state what each role may and may not do, judged the way Redis 7.0 judges a command:
+it runs when the root permissions or one selector grant it together with every key (with
+the read/write access the command needs: `%R~`, `%W~`, `~`) and every channel it names;
+a PSUBSCRIBE pattern is compared literally with the channel patterns.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pytest
 
 from celery_provision.acl import redis_acl_rules
 from celery_provision.errors import ProvisionError
 
-PRIORITY_SEP = "\x06\x16"  # kombu's separator between a queue name and its priority step
+PRI = "\x06\x16"  # kombu's separator between a queue name and its priority step
+UUID = "0f0c3a2e-9d1b-4c4e-8f55-1a2b3c4d5e6f"
+TASK = f"celery-task-meta-{UUID}"
+GROUP = f"celery-taskset-meta-{UUID}"
+TASK_QUEUES = ("celery", "high", "low")
 DANGEROUS = (
-    "flushall", "flushdb", "config", "config|get", "config|set", "keys", "scan", "debug",
-    "shutdown", "acl", "acl|setuser", "module", "module|load", "eval", "script|flush",
-    "script|kill", "monitor", "swapdb", "migrate", "save", "bgsave", "bgrewriteaof",
-    "replicaof", "slaveof", "sync", "psync", "client", "client|kill", "function", "sort",
-    "rename", "restore", "object",
+    "flushall", "flushdb", "config", "keys", "scan", "debug", "shutdown", "acl", "module", "eval",
+    "script|flush", "script|kill", "monitor", "swapdb", "migrate", "save", "bgsave", "replicaof",
+    "slaveof", "sync", "psync", "client", "client|kill", "function", "sort", "rename", "restore", "object",
 )
 
 
-def parse(rules: str) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Split ACL rules into (commands granted, other command rules, key patterns, channel patterns)."""
-    tokens = rules.split(" ")
-    granted = [t[1:] for t in tokens if t.startswith("+")]
-    other = [t for t in tokens if t[0] not in "+~&"]
-    keys = [t[1:] for t in tokens if t.startswith("~")]
-    channels = [t[1:] for t in tokens if t.startswith("&")]
-    return granted, other, keys, channels
-
-
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
+def glob(pattern: str) -> re.Pattern[str]:
     """Redis' stringmatchlen(): *, ?, [..] with ranges and ^, backslash escapes."""
     out, i = [], 0
     while i < len(pattern):
@@ -60,170 +56,334 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
-def key_allowed(rules: str, key: str) -> bool:
-    return any(glob_to_regex(p).match(key) for p in parse(rules)[2])
+@dataclass
+class Selector:
+    commands: set[str]
+    keys: list[tuple[str, str]]  # (access "R", "W" or "RW", pattern)
+    channels: list[str]
 
 
-def publish_allowed(rules: str, channel: str) -> bool:
-    return any(glob_to_regex(p).match(channel) for p in parse(rules)[3])
+def parse(rules: str) -> tuple[list[str], Selector, list[Selector]]:
+    """(every token, the root permissions, the selectors)."""
+    tokens: list[str] = []
+    for part in rules.split(" "):
+        if tokens and tokens[-1].startswith("(") and not tokens[-1].endswith(")"):
+            tokens[-1] += " " + part
+        else:
+            tokens.append(part)
+
+    def selector(parts: list[str]) -> Selector:
+        s = Selector(set(), [], [])
+        for t in parts:
+            if t.startswith("+"):
+                s.commands.add(t[1:])
+            elif t.startswith("%"):
+                access, pattern = t[1:].split("~", 1)
+                s.keys.append((access, pattern))
+            elif t.startswith("~"):
+                s.keys.append(("RW", t[1:]))
+            elif t.startswith("&"):
+                s.channels.append(t[1:])
+        return s
+
+    root = selector([t for t in tokens if not t.startswith("(")])
+    selectors = [selector(t[1:-1].split(" ")) for t in tokens if t.startswith("(")]
+    return tokens, root, selectors
 
 
-def psubscribe_allowed(rules: str, pattern: str) -> bool:
-    """Redis 7 compares a PSUBSCRIBE pattern literally with the user's channel patterns."""
-    return pattern in parse(rules)[3]
+def allowed(rules: str, command: str, keys: dict[str, str] | None = None, channels: tuple[str, ...] = (),
+            patterns: tuple[str, ...] = ()) -> bool:
+    """Whether Redis runs *command* with *keys* ({key: access needed}), *channels* (PUBLISH,
+    SUBSCRIBE) and *patterns* (PSUBSCRIBE)."""
+    _, root, selectors = parse(rules)
+    for s in [root, *selectors]:
+        if command not in s.commands:
+            continue
+        if not all(any(set(need) <= set(access) and glob(p).match(key) for access, p in s.keys)
+                   for key, need in (keys or {}).items()):
+            continue
+        if not all(any(glob(p).match(ch) for p in s.channels) for ch in channels):
+            continue
+        if not all(p in s.channels for p in patterns):
+            continue
+        return True
+    return False
 
 
-BOTH = redis_acl_rules(["celery", "high"], broker=True, backend=True)
-BROKER = redis_acl_rules(["celery"], broker=True, backend=False)
-BACKEND = redis_acl_rules(["celery"], broker=False, backend=True)
-UUID = "0f0c3a2e-9d1b-4c4e-8f55-1a2b3c4d5e6f"
+def rules(role: str, queues: tuple[str, ...] = ("celery",), *, broker: bool = True, backend: bool = True,
+          remote_control: bool = True, broker_db: int = 0) -> str:
+    return redis_acl_rules(role, list(queues), task_queues=list(TASK_QUEUES), broker=broker, backend=backend,
+                           broker_db=broker_db, remote_control=remote_control)
 
 
-def test_rules_start_by_denying_every_command() -> None:
-    assert BOTH.split(" ")[0] == "-@all"
+WORKER = rules("worker")
+WORKER_QUIET = rules("worker", remote_control=False)
+CLIENT = rules("client", ("celery", "high"))
+OPERATOR = rules("operator", ())
+ALL = {"worker": WORKER, "worker-quiet": WORKER_QUIET, "client": CLIENT, "operator": OPERATOR}
 
 
-@pytest.mark.parametrize("rules", [BOTH, BROKER, BACKEND], ids=["both", "broker", "backend"])
-def test_no_command_category_is_granted(rules: str) -> None:
-    granted, other, _, _ = parse(rules)
-    assert not [g for g in granted if g.startswith("@")]
-    assert other == ["-@all"]
+# --- shape --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rules", [BOTH, BROKER, BACKEND], ids=["both", "broker", "backend"])
+@pytest.mark.parametrize("role", ALL)
+def test_rules_start_by_denying_every_command(role: str) -> None:
+    assert ALL[role].split(" ")[0] == "-@all"
+
+
+@pytest.mark.parametrize("role", ALL)
+def test_no_command_category_is_granted(role: str) -> None:
+    assert "+@" not in ALL[role]
+
+
+@pytest.mark.parametrize("role", ALL)
 @pytest.mark.parametrize("command", DANGEROUS)
-def test_dangerous_command_is_never_granted(rules: str, command: str) -> None:
-    assert command not in parse(rules)[0]
+def test_dangerous_command_is_never_granted(role: str, command: str) -> None:
+    _, root, selectors = parse(ALL[role])
+    assert all(command not in s.commands for s in [root, *selectors])
 
 
-def test_no_key_or_channel_pattern_is_a_bare_wildcard() -> None:
-    _, _, keys, channels = parse(BOTH)
-    assert not {"*", "?*"} & set(keys + channels)
+@pytest.mark.parametrize("role", ALL)
+def test_root_permissions_hold_no_key_or_channel(role: str) -> None:
+    _, root, _ = parse(ALL[role])
+    assert root.keys == [] and root.channels == []
 
 
-@pytest.mark.parametrize("queue", ["celery", "high"])
-def test_broker_user_may_use_each_queue(queue: str) -> None:
-    assert key_allowed(BOTH, queue)
+@pytest.mark.parametrize("role", ALL)
+def test_no_key_or_channel_pattern_is_a_bare_wildcard(role: str) -> None:
+    _, _, selectors = parse(ALL[role])
+    patterns = {p for s in selectors for _, p in s.keys} | {c for s in selectors for c in s.channels}
+    assert not {"*", "?*"} & patterns
 
 
-@pytest.mark.parametrize("step", ["3", "6", "9"])
-def test_broker_user_may_use_the_priority_lists_of_a_queue(step: str) -> None:
-    assert key_allowed(BOTH, f"high{PRIORITY_SEP}{step}")
+@pytest.mark.parametrize("role", ALL)
+def test_rules_are_plain_ascii_single_line(role: str) -> None:
+    assert ALL[role].isascii() and ALL[role].isprintable()
 
 
-def test_broker_user_may_not_use_an_undeclared_queue() -> None:
-    assert not key_allowed(BOTH, "other")
-    assert not key_allowed(BOTH, "celeryx")
+# --- producer (client) ---------------------------------------------------------------------
 
 
-def test_queue_name_glob_characters_are_matched_literally() -> None:
-    rules = redis_acl_rules(["a*"], broker=True, backend=False)
-    assert key_allowed(rules, "a*")
-    assert not key_allowed(rules, "ab")
+@pytest.mark.parametrize("key", ["celery", "high", f"celery{PRI}9", f"high{PRI}3"])
+def test_producer_pushes_to_its_queues_and_their_priority_lists(key: str) -> None:
+    assert allowed(CLIENT, "lpush", {key: "W"})
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        "_kombu.binding.celery",
-        "_kombu.binding.reply.celery.pidbox",
-        "_kombu.binding_permanent.celery",
-        "_kombu.binding_deadlines",
-        "unacked",
-        "unacked_index",
-        "unacked_mutex",
-        "w1@host.celery.pidbox",
-        f"{UUID}.reply.celery.pidbox",
-        f"{UUID}.reply.celery.pidbox{PRIORITY_SEP}3",
-        f"celeryev.{UUID}",
-    ],
-)
-def test_broker_user_may_use_kombu_bookkeeping_keys(key: str) -> None:
-    assert key_allowed(BROKER, key)
+@pytest.mark.parametrize("command, need", [("brpop", "RW"), ("rpop", "RW"), ("lpop", "RW"), ("lrange", "R"),
+                                           ("del", "W"), ("ltrim", "W"), ("lrem", "W"), ("rpush", "W")])
+def test_producer_cannot_take_read_drop_or_restore_tasks(command: str, need: str) -> None:
+    assert not allowed(CLIENT, command, {"celery": need})
 
 
-@pytest.mark.parametrize("key", [f"celery-task-meta-{UUID}", f"celery-taskset-meta-{UUID}.j"])
-def test_broker_only_user_cannot_touch_results(key: str) -> None:
-    assert not key_allowed(BROKER, key)
+def test_producer_cannot_push_to_a_queue_it_does_not_use() -> None:
+    assert not allowed(CLIENT, "lpush", {"low": "W"})
 
 
-def test_broker_only_user_cannot_read_result_notifications() -> None:
-    assert not publish_allowed(BROKER, f"celery-task-meta-{UUID}")
+def test_producer_declares_no_queue() -> None:
+    assert not allowed(CLIENT, "sadd", {"_kombu.binding.celery": "W"})
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        f"celery-task-meta-{UUID}",
-        f"celery-taskset-meta-{UUID}",
-        f"celery-taskset-meta-{UUID}.j",
-        f"celery-taskset-meta-{UUID}.t",
-        f"celery-taskset-meta-{UUID}.s",
-        f"celery-taskset-meta-{UUID}.c",
-        f"celery-taskset-meta-{UUID}.d",
-    ],
-)
-def test_backend_user_may_use_result_and_chord_keys(key: str) -> None:
-    assert key_allowed(BACKEND, key)
+@pytest.mark.parametrize("channel", ["/0.celery.pidbox", "/0.celeryev/task.succeeded"])
+def test_producer_reaches_no_control_or_event_channel(channel: str) -> None:
+    assert not allowed(CLIENT, "publish", channels=(channel,))
+    assert not allowed(CLIENT, "subscribe", channels=(channel,))
+    assert not allowed(CLIENT, "psubscribe", patterns=(channel,))
 
 
-@pytest.mark.parametrize("key", ["celery", "unacked", "_kombu.binding.celery"])
-def test_backend_only_user_cannot_touch_broker_keys(key: str) -> None:
-    assert not key_allowed(BACKEND, key)
+@pytest.mark.parametrize("key", ["w@h.celery.pidbox", f"{UUID}.reply.celery.pidbox", f"celeryev.{UUID}",
+                                 "_kombu.binding.celery.pidbox", "unacked", "unacked_index"])
+def test_producer_reaches_no_control_event_or_delivery_key(key: str) -> None:
+    assert not any(allowed(CLIENT, c, {key: ""}) for c in ("lpush", "llen", "get", "del", "brpop"))
 
 
-def test_backend_only_user_cannot_block_on_queues() -> None:
-    assert "brpop" not in parse(BACKEND)[0]
+@pytest.mark.parametrize("key", [TASK, GROUP])
+def test_producer_reads_results_and_saved_groups(key: str) -> None:
+    assert allowed(CLIENT, "get", {key: "R"})
 
 
-def test_backend_user_may_subscribe_to_result_notifications() -> None:
-    assert publish_allowed(BACKEND, f"celery-task-meta-{UUID}")
-    assert "subscribe" in parse(BACKEND)[0]
+def test_producer_waits_for_a_result_on_its_channel() -> None:
+    assert allowed(CLIENT, "subscribe", channels=(TASK,))
 
 
-@pytest.mark.parametrize("pattern", ["/0.celery.pidbox", "/0.celeryev/*", "/0.celeryev/worker.*"])
-def test_broker_user_may_psubscribe_to_kombus_fanout_patterns(pattern: str) -> None:
-    assert psubscribe_allowed(BROKER, pattern)
+def test_producer_saves_a_group() -> None:
+    assert allowed(CLIENT, "setex", {GROUP: "W"}) and allowed(CLIENT, "publish", channels=(GROUP,))
 
 
-@pytest.mark.parametrize("channel", ["/0.celeryev/task.succeeded", "/0.celeryev/worker.heartbeat", "/0.celery.pidbox"])
-def test_broker_user_may_publish_events_and_broadcasts(channel: str) -> None:
-    assert publish_allowed(BROKER, channel)
+def test_producer_sets_up_a_chord() -> None:
+    assert allowed(CLIENT, "set", {f"{GROUP}.s": "W"}) and allowed(CLIENT, "del", {f"{GROUP}.c": "W"})
+
+
+def test_producer_forgets_results_and_deletes_groups() -> None:
+    assert allowed(CLIENT, "del", {TASK: "W"}) and allowed(CLIENT, "del", {GROUP: "W"})
+
+
+def test_producer_cannot_forge_a_task_result() -> None:
+    assert not allowed(CLIENT, "setex", {TASK: "W"})
+    assert not allowed(CLIENT, "publish", channels=(TASK,))
+
+
+@pytest.mark.parametrize("command, suffix", [("zadd", ".j"), ("rpush", ".j"), ("incrby", ".t"), ("set", ".j"),
+                                             ("set", ".t"), ("sadd", ".d"), ("del", ".j")])
+def test_producer_cannot_touch_a_chords_join_state(command: str, suffix: str) -> None:
+    assert not allowed(CLIENT, command, {GROUP + suffix: "W"})
+
+
+def test_producer_cannot_run_scripts() -> None:
+    assert not allowed(CLIENT, "evalsha", {GROUP: "RW"})
+
+
+# --- worker --------------------------------------------------------------------------------
+
+
+def test_worker_consumes_its_queues_and_priority_lists_in_one_brpop() -> None:
+    assert allowed(WORKER, "brpop", {"celery": "RW", f"celery{PRI}3": "RW", f"celery{PRI}9": "RW"})
+
+
+def test_worker_cannot_consume_another_workers_queue() -> None:
+    assert not allowed(WORKER, "brpop", {"low": "RW"})
+
+
+@pytest.mark.parametrize("queue", TASK_QUEUES)
+def test_worker_publishes_to_every_task_queue(queue: str) -> None:
+    assert allowed(WORKER, "lpush", {queue: "W"}) and allowed(WORKER, "rpush", {f"{queue}{PRI}6": "W"})
+
+
+def test_worker_binds_only_its_own_queues() -> None:
+    assert allowed(WORKER, "sadd", {"_kombu.binding.celery": "W"})
+    assert not allowed(WORKER, "sadd", {"_kombu.binding.low": "W"})
+
+
+@pytest.mark.parametrize("command, key", [("hset", "unacked"), ("hdel", "unacked"), ("zadd", "unacked_index"),
+                                          ("zrange", "unacked_index"), ("set", "unacked_mutex")])
+def test_worker_keeps_unacknowledged_messages(command: str, key: str) -> None:
+    assert allowed(WORKER, command, {key: "RW"})
+
+
+def test_worker_stores_results_with_expiry_and_publishes_them() -> None:
+    assert allowed(WORKER, "setex", {TASK: "W"}) and allowed(WORKER, "publish", channels=(TASK,))
+
+
+@pytest.mark.parametrize("command", ["evalsha", "zadd", "zcount", "zrange", "rpush", "llen", "lrange", "sismember"])
+def test_worker_keeps_chords_ordered_and_unordered(command: str) -> None:
+    assert allowed(WORKER, command, {f"{GROUP}.j": "RW"})
+
+
+def test_worker_adds_to_a_chord_with_incrby() -> None:
+    assert allowed(WORKER, "incrby", {f"{GROUP}.t": "RW"})
+
+
+def test_worker_with_remote_control_receives_broadcasts_and_replies() -> None:
+    assert allowed(WORKER, "psubscribe", patterns=("/0.celery.pidbox",))
+    assert allowed(WORKER, "smembers", {"_kombu.binding.reply.celery.pidbox": "R"})
+    assert allowed(WORKER, "lpush", {f"{UUID}.reply.celery.pidbox": "W"})
+
+
+def test_worker_with_remote_control_sends_events() -> None:
+    assert allowed(WORKER, "publish", channels=("/0.celeryev/worker.heartbeat",))
+
+
+def test_worker_cannot_broadcast_control_to_other_workers() -> None:
+    assert not allowed(WORKER, "publish", channels=("/0.celery.pidbox",))
+
+
+def test_worker_cannot_read_events_or_replies() -> None:
+    assert not allowed(WORKER, "psubscribe", patterns=("/0.celeryev/*",))
+    assert not allowed(WORKER, "brpop", {f"{UUID}.reply.celery.pidbox": "RW"})
+
+
+def test_worker_without_remote_control_reaches_no_control_or_event_channel() -> None:
+    assert "pidbox" not in WORKER_QUIET and "celeryev" not in WORKER_QUIET
+
+
+# --- operator ------------------------------------------------------------------------------
+
+
+def test_operator_broadcasts_control_commands() -> None:
+    assert allowed(OPERATOR, "publish", channels=("/0.celery.pidbox",))
+
+
+def test_operator_collects_replies() -> None:
+    assert allowed(OPERATOR, "brpop", {f"{UUID}.reply.celery.pidbox": "RW", f"{UUID}.reply.celery.pidbox{PRI}9": "RW"})
+    assert allowed(OPERATOR, "evalsha", {"_kombu.binding.reply.celery.pidbox": "RW", "_kombu.binding_deadlines": "RW"})
+
+
+def test_operator_reads_the_event_stream() -> None:
+    assert allowed(OPERATOR, "psubscribe", patterns=("/0.celeryev/*",))
+
+
+def test_operator_cannot_publish_events() -> None:
+    assert not allowed(OPERATOR, "publish", channels=("/0.celeryev/task.succeeded",))
+
+
+@pytest.mark.parametrize("command, need", [("brpop", "RW"), ("lrange", "R"), ("lpush", "W"), ("llen", "")])
+def test_operator_cannot_touch_a_task_queue(command: str, need: str) -> None:
+    assert not allowed(OPERATOR, command, {"celery": need})
+
+
+def test_operator_gets_no_result_rule_even_with_a_redis_backend() -> None:
+    assert "celery-task" not in OPERATOR
+
+
+def test_operator_on_a_backend_only_redis_gets_no_user() -> None:
+    with pytest.raises(ProvisionError):
+        rules("operator", (), broker=False, backend=True)
+
+
+# --- parts and parameters ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["worker", "client"])
+def test_backend_only_rules_touch_no_broker_key(role: str) -> None:
+    only = rules(role, broker=False)
+    assert "celery-task-meta-*" in only and "_kombu" not in only and "unacked" not in only
+    assert not allowed(only, "lpush", {"celery": "W"})
+
+
+@pytest.mark.parametrize("role", ["worker", "client"])
+def test_broker_only_rules_touch_no_result(role: str) -> None:
+    assert "celery-task" not in rules(role, backend=False)
 
 
 def test_fanout_channels_follow_the_broker_database() -> None:
-    rules = redis_acl_rules(["celery"], broker=True, backend=False, broker_db=3)
-    assert psubscribe_allowed(rules, "/3.celery.pidbox")
-    assert not publish_allowed(rules, "/0.celery.pidbox")
+    worker = rules("worker", broker_db=3)
+    assert allowed(worker, "psubscribe", patterns=("/3.celery.pidbox",))
+    assert not allowed(worker, "psubscribe", patterns=("/0.celery.pidbox",))
 
 
-def test_rules_hold_no_duplicates() -> None:
-    tokens = BOTH.split(" ")
-    assert len(tokens) == len(set(tokens))
-
-
-def test_rules_are_plain_ascii_without_spaces_inside_a_rule() -> None:
-    assert BOTH.isascii()
-    assert all(token and token.isprintable() for token in BOTH.split(" "))
-
-
-def test_a_user_without_broker_or_backend_is_refused() -> None:
-    with pytest.raises(ProvisionError):
-        redis_acl_rules(["celery"], broker=False, backend=False)
+def test_queue_name_glob_characters_are_matched_literally() -> None:
+    client = rules("client", ("a*",))
+    assert allowed(client, "lpush", {"a*": "W"}) and not allowed(client, "lpush", {"ab": "W"})
 
 
 @pytest.mark.parametrize("queue", ["two words", "tab\there", "ctl\x06", ""])
 def test_queue_name_that_no_acl_pattern_can_hold_is_refused(queue: str) -> None:
     with pytest.raises(ProvisionError):
-        redis_acl_rules([queue], broker=True, backend=False)
+        rules("client", (queue,))
 
 
-def test_broker_without_queues_is_refused() -> None:
+@pytest.mark.parametrize("role", ["worker", "client"])
+def test_a_broker_user_without_queues_is_refused(role: str) -> None:
     with pytest.raises(ProvisionError):
-        redis_acl_rules([], broker=True, backend=False)
+        rules(role, ())
+
+
+def test_a_user_without_broker_or_backend_is_refused() -> None:
+    with pytest.raises(ProvisionError):
+        rules("worker", broker=False, backend=False)
+
+
+def test_an_unknown_role_is_refused() -> None:
+    with pytest.raises(ProvisionError):
+        rules("admin")
 
 
 @pytest.mark.parametrize("db", [-1, True, "0"])
 def test_invalid_broker_database_is_refused(db: object) -> None:
     with pytest.raises(ProvisionError):
-        redis_acl_rules(["celery"], broker=True, backend=False, broker_db=db)  # type: ignore[arg-type]
+        rules("worker", broker_db=db)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("role", ALL)
+def test_rules_hold_no_duplicate_token(role: str) -> None:
+    tokens, _, _ = parse(ALL[role])
+    assert len(tokens) == len(set(tokens))

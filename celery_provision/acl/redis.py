@@ -11,48 +11,30 @@ from collections.abc import Sequence
 __all__ = ["redis_acl_rules"]
 
 
-# What Celery 5.7 / kombu 5.7 / redis-py 8.1 really send to Redis 7.0 (seen with
-# MONITOR, INFO commandstats and ACL LOG under real workers and clients; the
-# reason for each is in roles/redis/README.md). Explicit commands, no categories:
-# every category also holds commands Celery never sends.
-_REDIS_SESSION_COMMANDS = (
-    "hello", "auth", "ping", "select",            # connect, log in, health check, pick the db
-    "multi", "exec",                              # redis-py pipelines (transaction=True)
-    "evalsha", "script|load", "script|exists",    # redis-py Script objects (Lua)
-)
-_REDIS_BROKER_COMMANDS = (
-    "lpush", "rpush", "brpop", "llen", "exists", "del", "pexpire",   # queues are lists
-    "sadd", "srem", "smembers",                                      # exchange bindings
-    "zadd", "zrem", "zrange", "zrangebyscore",                       # unacked index, binding deadlines
-    "hset", "hget", "hdel",                                          # unacked messages
-    "set", "get", "watch", "unwatch", "time",                        # unacked mutex, restore
-    "publish", "psubscribe", "punsubscribe", "unsubscribe",          # fanout: pidbox, events
-)
-_REDIS_BACKEND_COMMANDS = (
-    "get", "mget", "set", "setex", "del", "expire", "exists",          # task and group results
-    "incr", "incrby",                                                  # chord counters (redis-py's incr() sends INCRBY)
-    "publish", "subscribe", "unsubscribe", "punsubscribe",             # result notifications
-    "sadd", "sismember", "zadd", "zcount", "zrange", "rpush", "llen",  # chords
-    "lrange",                                                          # unordered chords (result_chord_ordered=False)
-)
+# What Celery 5.7 / kombu 5.7 / redis-py 8.1 really send to Redis 7.0, per role (seen with
+# MONITOR and ACL LOG under real workers, producers and operators: tests/test_redis_roles_live.py;
+# the reason for each rule and the denial seen without it are in roles/redis/README.md).
+# Explicit commands, no categories: every category also holds commands Celery never sends.
+#
+# A rule set is the root permissions (commands without keys or channels) plus selectors
+# `(commands keys channels)`. Redis 7 runs a command when the root or one selector allows it
+# together with every key and channel it names, so a selector pairs each command with the
+# keys it may touch: a producer's LPUSH reaches the task queues, its DEL only results.
+# `%R~` keys may only be read, `%W~` only written, `~` both (Redis 7 key permissions).
+
+_Selector = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # commands, keys, channels
+_ROLES = ("worker", "client", "operator")
+
+# Every connection: redis-py health-checks with PING and selects the db. (AUTH and HELLO
+# need no grant: Redis allows them to every user.)
+_SESSION = ("ping", "select")
 # kombu stores priority p > 0 of queue Q in the list Q + "\x06\x16" + str(p). The
 # class [^!-~] (any byte but printable non-space ASCII) matches those two control
 # bytes and keeps the ACL file plain ASCII; a real queue name never contains them.
 _REDIS_PRIORITY_SUFFIX = "[^!-~][^!-~]*"
-_REDIS_BROKER_KEYS = (
-    "_kombu.binding.*", "_kombu.binding_permanent.*", "_kombu.binding_deadlines",
-    "unacked", "unacked_index", "unacked_mutex",
-    "*.celery.pidbox", "*.celery.pidbox" + _REDIS_PRIORITY_SUFFIX,  # NODE@HOST. and UUID.reply.
-    "celeryev.*",                                                    # event monitors' queues
-)
-_REDIS_BACKEND_KEYS = ("celery-task-meta-*", "celery-taskset-meta-*")
-# A stored result is also published on its key's channel: task results and, through
-# GroupResult.save(), group results.
-_REDIS_BACKEND_CHANNELS = ("celery-task-meta-*", "celery-taskset-meta-*")
-# kombu prefixes fanout channels with "/DB." (pub/sub ignores SELECT). Redis compares
-# a PSUBSCRIBE pattern literally with the user's channel patterns, so the patterns
-# kombu subscribes to (pidbox broadcast, all events, worker events) are listed as is.
-_REDIS_BROKER_CHANNELS = ("/{db}.celery.pidbox", "/{db}.celeryev/*", "/{db}.celeryev/worker.*")
+# A group's own key (GroupResult.save) but not its chord keys `.j .t .s .d .c`: the last
+# but one character is not a dot (group ids are UUIDs unless an application names them).
+_GROUP_KEY = "celery-taskset-meta-*[^.]?"
 _REDIS_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -71,44 +53,155 @@ def _redis_queue_patterns(queue: str) -> tuple[str, str]:
     return literal, literal + _REDIS_PRIORITY_SUFFIX
 
 
+def _keys(mode: str, patterns: Sequence[str]) -> tuple[str, ...]:
+    return tuple(f"{mode}~{p}" for p in patterns)
+
+
+def _queue_keys(mode: str, queues: Sequence[str]) -> tuple[str, ...]:
+    return _keys(mode, [p for q in queues for p in _redis_queue_patterns(q)])
+
+
+def _worker_broker(own: Sequence[str], every: Sequence[str], fanout: str, remote_control: bool) -> list[_Selector]:
+    literal = [_redis_queue_patterns(q)[0] for q in own]
+    out: list[_Selector] = [
+        # Consume its own queues (and their priority lists) in one BRPOP; LLEN: queue_declare.
+        (("brpop", "llen"), _queue_keys("", own), ()),
+        # Publish to every task queue: chains, callbacks, chord bodies, retries, and the
+        # restore of unacknowledged messages past their visibility timeout.
+        (("lpush", "rpush"), _queue_keys("%W", every), ()),
+        # Declare its own queues: bind each to its exchange (the queue's own direct exchange).
+        (("sadd",), _keys("%W", [f"_kombu.binding.{q}" for q in literal]
+                          + [f"_kombu.binding_permanent.{q}" for q in literal]), ()),
+        # At-least-once delivery: messages delivered but not acknowledged, their index by
+        # delivery time and the mutex of the restore; the lock's release is a redis-py script.
+        (("hset", "hget", "hdel", "zadd", "zrem", "zrange", "set", "get", "del", "watch", "evalsha"),
+         _keys("", ["unacked", "unacked_index", "unacked_mutex"]), ()),
+    ]
+    if remote_control:
+        out += [
+            # Remote control: receive broadcasts (PSUBSCRIBE only: it may not broadcast).
+            (("psubscribe",), (), (f"{fanout}celery.pidbox",)),
+            # Its own pidbox queue NODE@HOST.celery.pidbox (declared: LLEN; an expiring queue:
+            # PEXPIRE), consumed through the broadcast channel, never popped.
+            (("llen", "pexpire"), _keys("%W", ["*@*.celery.pidbox", "*@*.celery.pidbox" + _REDIS_PRIORITY_SUFFIX]), ()),
+            # Its pidbox queue's binding (an expiring queue: kombu's binding-deadline script).
+            (("evalsha", "sadd", "zadd", "zrangebyscore", "zrem"),
+             _keys("", ["_kombu.binding.celery.pidbox", "_kombu.binding_deadlines"]), ()),
+            # Reply to the operator: look its reply queue up and push the reply there.
+            (("smembers",), _keys("%R", ["_kombu.binding.reply.celery.pidbox"]), ()),
+            (("lpush",), _keys("%W", ["*.reply.celery.pidbox", "*.reply.celery.pidbox" + _REDIS_PRIORITY_SUFFIX]), ()),
+            # Task and worker events (heartbeats) for monitors: publish only.
+            (("publish",), (), (f"{fanout}celeryev/*",)),
+            *_SWEEP,
+        ]
+    return out
+
+
+def _client_broker(own: Sequence[str], every: Sequence[str], fanout: str, remote_control: bool) -> list[_Selector]:
+    # Push tasks to its own queues (and their priority lists): no pop, no read, no delete.
+    return [(("lpush",), _queue_keys("%W", own), ())]
+
+
+def _operator_broker(own: Sequence[str], every: Sequence[str], fanout: str, remote_control: bool) -> list[_Selector]:
+    reply = ["*.reply.celery.pidbox", "*.reply.celery.pidbox" + _REDIS_PRIORITY_SUFFIX]
+    return [
+        # Broadcast control commands (inspect, control, revoke): publish only.
+        (("publish",), (), (f"{fanout}celery.pidbox",)),
+        # Its reply queues and event queues are expiring queues: bind them (kombu's
+        # binding-deadline script), read and expire them, delete them when done.
+        (("evalsha", "sadd", "zadd", "zrangebyscore", "zrem"),
+         _keys("", ["_kombu.binding.reply.celery.pidbox", "_kombu.binding.celeryev", "_kombu.binding_deadlines"]), ()),
+        (("srem",), _keys("%W", ["_kombu.binding.reply.celery.pidbox", "_kombu.binding_permanent.reply.celery.pidbox",
+                                 "_kombu.binding.celeryev", "_kombu.binding_permanent.celeryev"]), ()),
+        (("brpop", "llen", "del", "pexpire"), _keys("", [*reply, "celeryev.*"]), ()),
+        # Read the event stream (celery events, Flower): subscribe only.
+        (("psubscribe",), (), (f"{fanout}celeryev/*",)),
+        *_SWEEP,
+    ]
+
+
+# kombu's sweep of binding tables past their deadline (a script every channel with an
+# expiring queue runs once a minute): those of the expiring queues' exchanges, kept while a
+# permanent binding set exists.
+_SWEEP: list[_Selector] = [
+    (("exists",), _keys("%R", ["_kombu.binding_permanent.*"]), ()),
+    (("del",), _keys("%W", ["_kombu.binding.celery.pidbox", "_kombu.binding.reply.celery.pidbox",
+                            "_kombu.binding.celeryev"]), ()),
+]
+
+_BROKER = {"worker": _worker_broker, "client": _client_broker, "operator": _operator_broker}
+
+_BACKEND: dict[str, list[_Selector]] = {
+    "worker": [
+        # Store task results (SETEX: result_expires), read them, forget them.
+        (("get", "mget", "set", "setex", "del", "expire"), _keys("", ["celery-task-meta-*"]), ()),
+        # Groups and chords: the group result, the chord's join (.j), size (.s), added
+        # tasks (.t, Task.add_to_chord: INCRBY), dedup (.d) and dispatch claim (.c), kept by
+        # Celery's Lua scripts (EVALSHA) with the commands they call.
+        (("get", "set", "setex", "del", "expire", "incrby", "evalsha", "exists", "sismember", "sadd",
+          "zadd", "zcount", "zrange", "rpush", "llen", "lrange"), _keys("", ["celery-taskset-meta-*"]), ()),
+        # A stored result is published on its key's channel; joins inside a task subscribe.
+        (("publish", "subscribe"), (), ("celery-task-meta-*", "celery-taskset-meta-*")),
+    ],
+    "client": [
+        # Read task results and restore saved groups (GroupResult.restore).
+        (("get", "mget"), _keys("%R", ["celery-task-meta-*", "celery-taskset-meta-*"]), ()),
+        # Wait for a result: its key's channel (AsyncResult.get).
+        (("subscribe",), (), ("celery-task-meta-*",)),
+        # GroupResult.save and a chord's set-up (the group key of a nested header, the
+        # chord size .s): write only, and not the chord's join data.
+        (("set", "setex"), _keys("%W", [_GROUP_KEY, "celery-taskset-meta-*.s"]), ()),
+        (("publish",), (), ("celery-taskset-meta-*",)),
+        # forget() and GroupResult.delete(); a chord's set-up clears its dispatch claim .c.
+        (("del",), _keys("%W", ["celery-task-meta-*", _GROUP_KEY, "celery-taskset-meta-*.c"]), ()),
+    ],
+    "operator": [],
+}
+
+# Commands without keys or channels, in the root permissions, per part.
+_ROOT_BROKER = {"worker": ("multi", "exec", "unwatch", "punsubscribe", "script|load", "script|exists", "time"),
+                "client": (),
+                "operator": ("multi", "exec", "punsubscribe", "script|load", "script|exists", "time")}
+_ROOT_BACKEND = {"worker": ("multi", "exec", "unsubscribe", "script|load"),
+                 "client": ("multi", "exec", "unsubscribe"),
+                 "operator": ()}
+
+
+def _render(selector: _Selector) -> str:
+    commands, keys, channels = selector
+    return "(" + " ".join([*(f"+{c}" for c in commands), *keys, *(f"&{c}" for c in channels)]) + ")"
+
+
 def redis_acl_rules(role: str, queues: Sequence[str], *, task_queues: Sequence[str], broker: bool, backend: bool,
                     broker_db: int = 0, remote_control: bool = False) -> str:
     """The ACL rules of one Celery user: *role* (`worker`, `client` or `operator`), its own
-    *queues*, every worker's *task_queues*, and what Redis serves (*broker*, *backend*)."""
-    return _legacy(task_queues, broker=broker, backend=backend, broker_db=broker_db)
+    *queues*, every worker's *task_queues*, and what Redis serves (*broker*, *backend*).
 
-
-def _legacy(queues: Sequence[str], *, broker: bool, backend: bool, broker_db: int = 0) -> str:
-    """Return the ACL rules (categories, commands, key and channel patterns) for a Celery user.
-
-    ``broker_db`` is the database of the broker URL: kombu puts it in its fanout
-    channel names. The rules start from ``-@all`` and grant only what Celery uses;
-    key patterns are limited to kombu's and Celery's names and the given queues.
+    Root permissions hold the commands without keys; each use of keys or channels is a
+    selector. Workers get remote control and events only with *remote_control*; operators
+    get them always (remote control is on whenever operators exist) and never a result.
     """
     from celery_provision.errors import ProvisionError
 
-    if not (broker or backend):
-        raise ProvisionError("a Celery user of Redis needs the broker, the backend or both", where="redis")
+    if role not in _ROLES:
+        raise ProvisionError(f"Celery role {role!r} is not one of {', '.join(_ROLES)}", where="redis")
     if isinstance(broker_db, bool) or not isinstance(broker_db, int) or broker_db < 0:
-        raise ProvisionError(f"Redis database {broker_db!r} is not a non-negative integer", where="celery_provision_redis_db")
-    commands: dict[str, None] = dict.fromkeys(_REDIS_SESSION_COMMANDS)
-    keys: dict[str, None] = {}
-    channels: dict[str, None] = {}
+        raise ProvisionError(f"Redis database {broker_db!r} is not a non-negative integer",
+                             where="celery_provision_redis_db")
+    backend = backend and role != "operator"
+    if not (broker or backend):
+        raise ProvisionError(f"a Celery {role} needs nothing from this Redis: it gets no user", where="redis")
+    root: dict[str, None] = dict.fromkeys(_SESSION)
+    selectors: list[_Selector] = []
     if broker:
-        if not queues:
-            raise ProvisionError("a Celery broker needs at least one queue", where="celery_provision_queues")
-        commands.update(dict.fromkeys(_REDIS_BROKER_COMMANDS))
-        for queue in queues:
-            keys.update(dict.fromkeys(_redis_queue_patterns(queue)))
-        keys.update(dict.fromkeys(_REDIS_BROKER_KEYS))
-        channels.update(dict.fromkeys(c.format(db=broker_db) for c in _REDIS_BROKER_CHANNELS))
+        if role != "operator" and not queues:
+            raise ProvisionError(f"a Celery {role} on a Redis broker needs at least one queue",
+                                 where="celery_provision_queues")
+        if role == "worker" and not task_queues:
+            raise ProvisionError("a Celery worker needs the task queues", where="celery_provision_queues")
+        root.update(dict.fromkeys(_ROOT_BROKER[role]))
+        selectors += _BROKER[role](list(queues), list(task_queues), f"/{broker_db}.", remote_control)
     if backend:
-        commands.update(dict.fromkeys(_REDIS_BACKEND_COMMANDS))
-        keys.update(dict.fromkeys(_REDIS_BACKEND_KEYS))
-        channels.update(dict.fromkeys(_REDIS_BACKEND_CHANNELS))
-    return " ".join(
-        ["-@all"]
-        + [f"+{command}" for command in commands]
-        + [f"~{key}" for key in keys]
-        + [f"&{channel}" for channel in channels]
-    )
+        root.update(dict.fromkeys(_ROOT_BACKEND[role]))
+        selectors += _BACKEND[role]
+    return " ".join(["-@all", *(f"+{c}" for c in root), *(_render(s) for s in selectors)])

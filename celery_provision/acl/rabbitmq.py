@@ -88,9 +88,8 @@ def _worker(own: list[str], every: list[str], *, rpc_backend: bool, remote_contr
     read = [*own, _TASK_EXCHANGE]
     topic = [{"exchange": TASK_EXCHANGE, "write": _anchored(every), "read": _anchored(own)}]
     if rpc_backend:
-        # Results go to the caller's reply queue through the default exchange; a task the
-        # worker sends (the next step of a chain) declares the worker's own reply queue.
-        configure.append(_RPC_REPLY_QUEUE)
+        # Results go to the caller's reply queue through the default exchange (a chain's
+        # next step keeps the caller's reply_to: the worker declares no reply queue).
         write.append(_DEFAULT_EXCHANGE)
     if remote_control:
         # Its control queue bound to celery.pidbox and consumed; replies published (and the

@@ -387,3 +387,15 @@ def test_invalid_broker_database_is_refused(db: object) -> None:
 def test_rules_hold_no_duplicate_token(role: str) -> None:
     tokens, _, _ = parse(ALL[role])
     assert len(tokens) == len(set(tokens))
+
+
+def test_worker_with_remote_control_removes_its_pidbox_queue_at_shutdown() -> None:
+    assert allowed(WORKER, "srem", {"_kombu.binding.celery.pidbox": "W"})
+    assert allowed(WORKER, "del", {"w@h.celery.pidbox": "W"})
+
+
+def test_select_is_granted_only_where_a_database_other_than_0_is_used() -> None:
+    _, root, _ = parse(OPERATOR)
+    assert "select" not in root.commands
+    assert "select" in parse(rules("operator", (), broker_db=2))[1].commands
+    assert "select" in parse(CLIENT)[1].commands

@@ -245,6 +245,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         rules = _tokens(user["rules"])
         print(f"LIVE_ACL_DROP {name}: {rules.pop(int(index))}")
         user["rules"] = " ".join(rules)
+    add = os.environ.get("LIVE_ACL_ADD")  # "USER:RULE": grant RULE too (a refusal test must then fail)
+    if add:
+        name, extra = add.split(":", 1)
+        next(u for u in users if u["name"] == name)["rules"] += " " + extra
     passwords = {u["name"]: u["password"] for u in users} | {spec["admin_user"]: spec["admin_password"]}
     aclfile = tmp / "users.acl"
     aclfile.write_text(_acl_file(users, spec["admin_user"], spec["admin_password"]))
@@ -284,6 +288,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             operator.config_from_object(configs["ops-1"])
             live.apps.update(client=producer, operator=operator)
             yield live
+            live.admin.acl_log_reset()
         finally:
             for wproc in workers.values():
                 wproc.terminate()
@@ -295,6 +300,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     wproc.wait()
             for app in live.apps.values():
                 app.close()
+        # A warm shutdown (SIGTERM) was refused nothing either.
+        assert not live.denials(), "\n".join(live.denials())
     finally:
         proc.terminate()
         proc.wait(10)

@@ -25,8 +25,8 @@ __all__ = ["redis_acl_rules"]
 _Selector = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]  # commands, keys, channels
 _ROLES = ("worker", "client", "operator")
 
-# Every connection: redis-py health-checks with PING and selects the db. (AUTH and HELLO
-# need no grant: Redis allows them to every user.)
+# Every connection: redis-py health-checks with PING and selects the db (sent only for a
+# database other than 0). AUTH and HELLO need no grant: Redis allows them to every user.
 _SESSION = ("ping", "select")
 # kombu stores priority p > 0 of queue Q in the list Q + "\x06\x16" + str(p). The
 # class [^!-~] (any byte but printable non-space ASCII) matches those two control
@@ -82,8 +82,11 @@ def _worker_broker(own: Sequence[str], every: Sequence[str], fanout: str, remote
             # Remote control: receive broadcasts (PSUBSCRIBE only: it may not broadcast).
             (("psubscribe",), (), (f"{fanout}celery.pidbox",)),
             # Its own pidbox queue NODE@HOST.celery.pidbox (declared: LLEN; an expiring queue:
-            # PEXPIRE), consumed through the broadcast channel, never popped.
-            (("llen", "pexpire"), _keys("%W", ["*@*.celery.pidbox", "*@*.celery.pidbox" + _REDIS_PRIORITY_SUFFIX]), ()),
+            # PEXPIRE; auto-delete: DEL at shutdown), consumed through the broadcast channel.
+            (("llen", "pexpire", "del"),
+             _keys("%W", ["*@*.celery.pidbox", "*@*.celery.pidbox" + _REDIS_PRIORITY_SUFFIX]), ()),
+            # ... and its binding, removed at shutdown.
+            (("srem",), _keys("%W", ["_kombu.binding.celery.pidbox", "_kombu.binding_permanent.celery.pidbox"]), ()),
             # Its pidbox queue's binding (an expiring queue: kombu's binding-deadline script).
             (("evalsha", "sadd", "zadd", "zrangebyscore", "zrem"),
              _keys("", ["_kombu.binding.celery.pidbox", "_kombu.binding_deadlines"]), ()),
@@ -159,10 +162,10 @@ _BACKEND: dict[str, list[_Selector]] = {
 }
 
 # Commands without keys or channels, in the root permissions, per part.
-_ROOT_BROKER = {"worker": ("multi", "exec", "unwatch", "punsubscribe", "script|load", "script|exists", "time"),
+_ROOT_BROKER = {"worker": ("multi", "exec", "punsubscribe", "script|load", "script|exists", "time"),
                 "client": (),
                 "operator": ("multi", "exec", "punsubscribe", "script|load", "script|exists", "time")}
-_ROOT_BACKEND = {"worker": ("multi", "exec", "unsubscribe", "script|load"),
+_ROOT_BACKEND = {"worker": ("multi", "exec", "script|load"),
                  "client": ("multi", "exec", "unsubscribe"),
                  "operator": ()}
 
@@ -191,7 +194,8 @@ def redis_acl_rules(role: str, queues: Sequence[str], *, task_queues: Sequence[s
     backend = backend and role != "operator"
     if not (broker or backend):
         raise ProvisionError(f"a Celery {role} needs nothing from this Redis: it gets no user", where="redis")
-    root: dict[str, None] = dict.fromkeys(_SESSION)
+    # SELECT only where a database other than 0 is used (the result backend's, or a broker db).
+    root: dict[str, None] = dict.fromkeys(c for c in _SESSION if c != "select" or backend or broker_db)
     selectors: list[_Selector] = []
     if broker:
         if role != "operator" and not queues:

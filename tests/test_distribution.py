@@ -182,7 +182,7 @@ def test_wheel_cli_works_outside_the_checkout(wheel_venv: Path, outside: Path) -
     assert "nothing to do" in _run([cli, "certs", "issue", "-i", inv], cwd, env).stdout
     assert "credentials:" in _run([cli, "credentials", "-i", inv], cwd, env).stdout
     rendered = _run([cli, "render", "-i", inv], cwd, env).stdout
-    assert "render: 2 rendered" in rendered
+    assert "render: 3 rendered" in rendered  # worker-1, client-1, ops-1
     config = outside / ".celery-provision" / "inventory" / "configs" / "worker-1" / "celeryconfig.py"
     assert config.is_file()
     model = json.loads(_run([cli, "export", "-i", inv], cwd, env).stdout)

@@ -24,7 +24,7 @@ _VERSIONS = {
 # Key exchange groups: IANA name -> (Erlang ssl atom, OpenSSL TLS group name).
 # A name here is only a spelling: whether a stack can offer the group is
 # tls_policy_stack_groups' business (Erlang's ssl spells the hybrid group
-# x25519mlkem768 from OTP 28 on; OTP 25 and 27 cannot offer it).
+# x25519mlkem768 where it has it; OTP 25 and 27.3 do not).
 _GROUPS = {
     "X25519MLKEM768": ("x25519mlkem768", "X25519MLKEM768"),
     "x25519": ("x25519", "X25519"),

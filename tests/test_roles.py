@@ -212,10 +212,18 @@ def test_broker_tls_defaults_read_the_policy(role: str, variables: list[str]) ->
 def test_filters_spell_the_policy_as_the_servers_had_it() -> None:
     f = _filters()
     versions, groups = POLICY["tls_policy_versions"], POLICY["tls_policy_groups"]
+    stacks = POLICY["tls_policy_stack_groups"]
     assert f["tls_policy_erlang_versions"](versions) == ["tlsv1.3", "tlsv1.2"]
     assert f["tls_policy_openssl_versions"](versions) == ["TLSv1.2", "TLSv1.3"]
-    assert f["tls_policy_erlang_groups"](groups) == ["x25519", "secp256r1", "secp384r1"]
-    assert f["tls_policy_openssl_groups"](groups) == ["X25519", "P-256", "P-384"]
+    # Debian 12 (Erlang/OTP 25, OpenSSL 3.0): what the servers had before the hybrid group.
+    assert f["tls_policy_erlang_groups"](groups, supported=stacks["otp-25"]) == ["x25519", "secp256r1", "secp384r1"]
+    assert f["tls_policy_openssl_groups"](groups, supported=stacks["openssl-3.0"]) == ["X25519", "P-256", "P-384"]
+    # Debian 13: OpenSSL 3.5 offers the hybrid post-quantum group first, Erlang/OTP 27 cannot.
+    assert f["tls_policy_erlang_groups"](groups, supported=stacks["otp-27"]) == ["x25519", "secp256r1", "secp384r1"]
+    assert f["tls_policy_openssl_groups"](groups, supported=stacks["openssl-3.5"]) == [
+        "X25519MLKEM768", "X25519", "P-256", "P-384"]
+    # Unfiltered (a platform whose stack is not named): the whole policy.
+    assert f["tls_policy_erlang_groups"](groups) == ["x25519mlkem768", "x25519", "secp256r1", "secp384r1"]
     # Already-spelled lists pass through unchanged (a per-role override in the server's spelling).
     assert f["tls_policy_openssl_groups"](["X25519", "P-256", "prime256v1"]) == ["X25519", "P-256"]
     assert f["tls_policy_erlang_versions"](["tlsv1.2"]) == ["tlsv1.2"]
@@ -229,8 +237,8 @@ def test_filters_drop_the_groups_a_stack_cannot_offer() -> None:
     assert f["tls_policy_openssl_groups"](future, supported=["X25519MLKEM768", "x25519"]) == ["X25519MLKEM768", "X25519"]
     with pytest.raises(AnsibleFilterError, match="none of the key exchange groups"):
         f["tls_policy_openssl_groups"](["x448"], supported=["x25519"])
-    with pytest.raises(AnsibleFilterError, match="erlang has no name"):
-        f["tls_policy_erlang_groups"](["X25519MLKEM768"])
+    with pytest.raises(AnsibleFilterError, match="none of the key exchange groups"):
+        f["tls_policy_erlang_groups"](["X25519MLKEM768"], supported=POLICY["tls_policy_stack_groups"]["otp-27"])
 
 
 @pytest.mark.parametrize(("name", "value"), [

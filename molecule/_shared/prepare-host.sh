@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Prepare this machine (Debian 12, root) to run the Molecule scenarios of
+# Prepare this machine (Debian 12 or 13, root) to run the Molecule scenarios of
 # celery-provision on rootful Podman. Idempotent: every phase checks first and
 # does nothing when its result is already there.
 #
+#   prepare-host.sh [SUITE...]      SUITE: bookworm (default), trixie
+#
 #   1. host packages   podman runc debootstrap netavark aardvark-dns iptables python3-pip (apt)
 #   2. podman config   drop-in /etc/containers/containers.conf.d/50-celery-provision.conf
-#   3. test image      localhost/celery-provision-debian:bookworm, rebuilt only when
+#   per SUITE, the same recipe for every Debian release:
+#   3. test image      localhost/celery-provision-debian:SUITE, rebuilt only when
 #                      absent or when packages.txt / the recipe changed (label)
-#   4. wheelhouse      wheelhouse.sh (worker venv wheels for containers without network)
+#   4. wheelhouse      wheelhouse.sh SUITE: the worker venv's wheels, resolved by the
+#                      image's own Python (CACHE/wheelhouses/SUITE)
 #
 # Environment (all optional):
-#   CELERY_PROVISION_IMAGE        image name   (localhost/celery-provision-debian:bookworm)
+#   CELERY_PROVISION_SUITES       suites when none is given as argument (bookworm)
+#   CELERY_PROVISION_IMAGE_REPO   image name without tag (localhost/celery-provision-debian)
 #   CELERY_PROVISION_CACHE        cache dir    (/var/cache/celery-provision)
 #   CELERY_PROVISION_MIRROR       Debian mirror (default: the one apt on this host uses)
 #   CELERY_PROVISION_SECURITY_MIRROR  Debian security mirror (default: as the host)
@@ -19,10 +24,20 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-image="${CELERY_PROVISION_IMAGE:-localhost/celery-provision-debian:bookworm}"
+image_repo="${CELERY_PROVISION_IMAGE_REPO:-localhost/celery-provision-debian}"
 cache="${CELERY_PROVISION_CACHE:-/var/cache/celery-provision}"
-suite=bookworm
+# The Debian releases the recipe knows (debootstrap >= 1.0.128 has scripts for both).
+known_suites=(bookworm trixie)
+if (($#)); then
+    suites=("$@")
+else
+    read -r -a suites <<<"${CELERY_PROVISION_SUITES:-bookworm}"
+fi
+# Set per suite by the loop at the end: suite, image.
+suite="" image=""
 label=org.celery-provision.recipe
+# The release an image was built for (create.yml mounts that release's wheelhouse).
+suite_label=org.celery-provision.suite
 # Bump when the build steps below change in a way that needs a new image.
 recipe_version=1
 
@@ -107,6 +122,8 @@ recipe_hash() {
 # "URL SUITE" of the Debian repositories apt uses on this host, e.g.
 # "http://deb.debian.org/debian bookworm". Read from apt-cache policy, which
 # names the origin of each source, so mirrors with any host name are found.
+# A mirror carries every release: for a suite the host does not use (trixie on
+# a bookworm host) the host's mirror of its own release serves.
 host_debian_repos() {
     apt-cache policy | awk '
         /^ *[0-9]+ (https?|file):/ { url = $2; split($3, s, "/"); suite = s[1]; next }
@@ -122,7 +139,9 @@ mirrors() {
         repos=$(host_debian_repos)
     fi
     mirror="${CELERY_PROVISION_MIRROR:-$(awk -v s="$suite" '$2 == s { print $1; exit }' <<<"$repos")}"
+    mirror="${mirror:-$(awk '$2 !~ /-/ { print $1; exit }' <<<"$repos")}"
     security_mirror="${CELERY_PROVISION_SECURITY_MIRROR:-$(awk -v s="$suite-security" '$2 == s { print $1; exit }' <<<"$repos")}"
+    security_mirror="${security_mirror:-$(awk '$2 ~ /-security$/ { print $1; exit }' <<<"$repos")}"
     mirror="${mirror:-http://deb.debian.org/debian}"
     security_mirror="${security_mirror:-http://deb.debian.org/debian-security}"
     log "mirror $mirror, security mirror $security_mirror"
@@ -147,16 +166,18 @@ trap cleanup EXIT
 debootstrap_phase() {
     local include
     include=$(packages base | paste -sd, -)
-    install -d -m 0755 "$cache/debootstrap-debs" "$cache/build"
+    # Bookworm keeps the cache directories it always had; other suites get their own.
+    debs="$cache/debootstrap-debs${suite_cache_dir}"
+    install -d -m 0755 "$debs" "$cache/build"
     rootfs=$(mktemp -d "$cache/build/rootfs.XXXXXX")
     # mktemp makes it 0700; it becomes the container's "/", which every
     # service user must be able to traverse (and apt's _apt user here).
     chmod 0755 "$rootfs"
     # --cache-dir keeps the .debs between builds: a rebuild does not download.
     debootstrap --variant=minbase --include="$include" \
-        --cache-dir="$cache/debootstrap-debs" \
-        "$suite" "$rootfs" "$mirror" >"$cache/build/debootstrap.log" 2>&1 \
-        || { tail -n 20 "$cache/build/debootstrap.log" >&2; die "debootstrap failed"; }
+        --cache-dir="$debs" \
+        "$suite" "$rootfs" "$mirror" >"$cache/build/debootstrap${suite_log}.log" 2>&1 \
+        || { tail -n 20 "$cache/build/debootstrap${suite_log}.log" >&2; die "debootstrap $suite failed"; }
 }
 
 preload_phase() {
@@ -169,10 +190,11 @@ deb $security_mirror $suite-security main
 EOF
     cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
     mount -t proc proc "$rootfs/proc"
-    install -d -m 0755 "$cache/apt-archives"
+    local archives="$cache/apt-archives${suite_cache_dir}"
+    install -d -m 0755 "$archives"
     # Seed from the previous build's downloads; apt fetches only what is new.
-    find "$cache/apt-archives" -maxdepth 1 -name '*.deb' -exec cp -t "$rootfs/var/cache/apt/archives/" {} +
-    local log="$cache/build/preload.log"
+    find "$archives" -maxdepth 1 -name '*.deb' -exec cp -t "$rootfs/var/cache/apt/archives/" {} +
+    local log="$cache/build/preload${suite_log}.log"
     {
         chroot "$rootfs" apt-get update
         # Upgrade first so the image is current with the security archive,
@@ -181,7 +203,7 @@ EOF
         chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y --download-only "${preload[@]}"
     } >"$log" 2>&1 || { tail -n 20 "$log" >&2; die "preload failed (see $log)"; }
-    find "$rootfs/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -exec cp -n -t "$cache/apt-archives/" {} +
+    find "$rootfs/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -exec cp -n -t "$archives/" {} +
     umount "$rootfs/proc"
 }
 
@@ -211,6 +233,7 @@ import_phase() {
         --change 'ENV container=podman' \
         --change 'STOPSIGNAL SIGRTMIN+3' \
         --change "LABEL $label=$(recipe_hash)" \
+        --change "LABEL $suite_label=$suite" \
         --message "celery-provision test image ($suite, $(recipe_hash))" \
         - "$image" >/dev/null
     new=$(podman image inspect --format '{{.Id}}' "$image")
@@ -240,11 +263,20 @@ install -d -m 0755 "$cache"
 exec 9>"$cache/.lock"
 flock 9
 
+for suite in "${suites[@]}"; do
+    [[ " ${known_suites[*]} " == *" $suite "* ]] || die "unknown suite $suite (known: ${known_suites[*]})"
+done
+
 total_start=$(date +%s.%N)
 phase packages host_packages
 phase podman-conf podman_config
-build_image
-if [[ ${CELERY_PROVISION_SKIP_WHEELHOUSE:-0} != 1 ]]; then
-    phase wheelhouse "$here/wheelhouse.sh"
-fi
+for suite in "${suites[@]}"; do
+    image="$image_repo:$suite"
+    # bookworm's caches stay where they were before there were several suites.
+    if [[ $suite == bookworm ]]; then suite_cache_dir="" suite_log=""; else suite_cache_dir="/$suite" suite_log="-$suite"; fi
+    build_image
+    if [[ ${CELERY_PROVISION_SKIP_WHEELHOUSE:-0} != 1 ]]; then
+        phase "wheels:$suite" "$here/wheelhouse.sh" "$suite"
+    fi
+done
 log "$(awk -v s="$total_start" -v e="$(date +%s.%N)" 'BEGIN { printf "total %.1f s", e - s }')"

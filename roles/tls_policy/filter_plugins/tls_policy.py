@@ -22,15 +22,16 @@ _VERSIONS = {
 }
 
 # Key exchange groups: IANA name -> (Erlang ssl atom, OpenSSL TLS group name).
-# None: the server's spelling has no such group (e.g. Erlang/OTP 25 has no
-# hybrid post-quantum group); leave it out of that stack's groups.
+# A name here is only a spelling: whether a stack can offer the group is
+# tls_policy_stack_groups' business (Erlang's ssl spells the hybrid group
+# x25519mlkem768 where it has it; OTP 25 and 27.3 do not).
 _GROUPS = {
+    "X25519MLKEM768": ("x25519mlkem768", "X25519MLKEM768"),
     "x25519": ("x25519", "X25519"),
     "x448": ("x448", "X448"),
     "secp256r1": ("secp256r1", "P-256"),
     "secp384r1": ("secp384r1", "P-384"),
     "secp521r1": ("secp521r1", "P-521"),
-    "X25519MLKEM768": (None, "X25519MLKEM768"),
 }
 
 # Every known spelling (case-insensitive) -> IANA name.

@@ -27,6 +27,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="write each test's outcome here")
     parser.add_argument("--cache", type=Path, default=_default_cache(), help="default: %(default)s")
     parser.add_argument("--timeout", type=int, default=300, help="per test, seconds (default: %(default)s)")
+    parser.add_argument("--max-time", type=int, default=7200,
+                        help="the whole run, seconds: then the suite is killed (default: %(default)s)")
     parser.add_argument("--prepare-only", action="store_true", help="download, extract, make the venv; run nothing")
     args = parser.parse_args(argv)
     if args.compare:
@@ -204,7 +207,18 @@ def main(argv: list[str] | None = None) -> int:
            "-c", str(suite / "pytest.ini"), "--rootdir", str(suite), f"--timeout={args.timeout}", "-ra",
            *(pytest_args or DEFAULT_SELECTION)]
     print(f"celery-integration: TEST_BROKER={broker} TEST_BACKEND={backend} side Redis={side}", file=sys.stderr)
-    return subprocess.run(cmd, cwd=suite, env=env).returncode
+    # A worker that cannot start (an ACCESS_REFUSED on a declare is "Unrecoverable error" in
+    # the log) leaves Celery's test worker waiting forever, and pytest-timeout does not end
+    # that: the whole run has a limit of its own, and the suite its own process group.
+    proc = subprocess.Popen(cmd, cwd=suite, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=args.max_time)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        print(f"celery-integration: the suite was stopped after {args.max_time} s or by the user "
+              "(a worker that cannot start hangs it: see 'Unrecoverable error' in the log)", file=sys.stderr)
+        return 124
 
 
 #: Prints a configuration module's broker and backend URLs (run in the suite's venv).

@@ -40,9 +40,9 @@ HERE = Path(__file__).resolve().parent
 PINNED = ("celery", "kombu", "redis", "amqp", "billiard", "vine", "cryptography")
 #: What t/integration needs beyond Celery (from its imports and conftest markers; Celery's
 #: requirements/test.txt lists more, for suites this one does not run). pytest 9 has
-#: subtests built in (the suite's `subtests` fixture).
+#: subtests built in (the suite's `subtests` fixture); django for test_worker's fixup tests.
 SUITE_REQUIREMENTS = ("pytest>=9,<10", "pytest-rerunfailures>=16", "pytest-timeout>=2.3",
-                      "pydantic>=2", "psutil>=5")
+                      "pydantic>=2", "psutil>=5", "django>=4.2")
 #: The markers Celery's pyproject.toml registers for its tests.
 #: The default selection: the whole directory but two modules for result backends a
 #: celery-provision deployment has not (Azure Block Blob, SQLAlchemy/SQLite: their tests set
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         env["CELERY_INTEG_REPORT"] = str(args.report.resolve())
     env["PYTHONPATH"] = os.pathsep.join([str(suite), str(HERE)])
+    # Tests that start `celery worker` or `celery` by name find the suite venv's.
+    env["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", "")])
     # celery.contrib.pytest: the fixtures the suite's conftest does not import by name
     # (upstream, the pytest-celery package loads it; its docker-based rest is not needed).
     cmd = [str(python), "-m", "pytest", "-p", "celery.contrib.pytest", "-p", "celery_integration_plugin", "-p", "no:cacheprovider",

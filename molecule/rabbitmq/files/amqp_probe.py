@@ -2,12 +2,15 @@
 
     amqp_probe.py login USER VHOST [--cert client|foreign|none] [--password-file F|--password P]
     amqp_probe.py declare QUEUE            as the Celery user, in the Celery vhost
-    amqp_probe.py roundtrip                kombu publish + consume on queue "celery"
+    amqp_probe.py roundtrip                kombu publish + consume on the default task queue
     amqp_probe.py put QUEUE BODY           persistent message (as the Celery user)
     amqp_probe.py get QUEUE                consume one message and print its body
 
-The broker's name, TLS port and vhost and the Celery user come from the environment
-(VERIFY_SERVER, VERIFY_PORT, VERIFY_VHOST, VERIFY_USER), set by verify.yml from the model.
+roundtrip, put and get route as the host's rendered configuration does (rendered_settings.py):
+through the task exchange (celery.tasks, topic) with the queue's name as routing key, the
+only way a worker may publish and bind. The broker's name, TLS port and vhost and the
+Celery user come from the environment (VERIFY_SERVER, VERIFY_PORT, VERIFY_VHOST,
+VERIFY_USER), set by verify.yml from the model.
 """
 
 import argparse
@@ -18,6 +21,8 @@ import sys
 
 import amqp
 import kombu
+
+import rendered_settings
 
 
 def setting(name):
@@ -98,21 +103,24 @@ def main(argv=None):
                 pass
         return verdict(True, f"declared {a.queue}")
 
+    rendered = rendered_settings.load()
+    name = a.queue if a.cmd in ("put", "get") else rendered["task_default_queue"]
+    # The rendered task_queues entry says exchange, type and routing key (= the queue's name).
+    route = rendered["task_queues"][name]
     url = f"amqp://{USER}:{password()}@{SERVER}:{PORT}/{VHOST}"
     with kombu.Connection(url, ssl=tls(), connect_timeout=10) as conn:
-        queue = kombu.Queue(a.queue if a.cmd in ("put", "get") else "celery",
-                            kombu.Exchange(a.queue if a.cmd in ("put", "get") else "celery", "direct"),
-                            routing_key=a.queue if a.cmd in ("put", "get") else "celery", durable=True)
+        queue = kombu.Queue(name, kombu.Exchange(route["exchange"], route["exchange_type"]),
+                            routing_key=route["routing_key"], durable=True)
         if a.cmd == "roundtrip":
             body = {"probe": os.urandom(8).hex()}
             with conn.Producer() as producer:
-                producer.publish(body, exchange=queue.exchange, routing_key="celery", declare=[queue])
+                producer.publish(body, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue])
             got = conn.SimpleQueue(queue).get(timeout=10)
             got.ack()
             return verdict(got.payload == body, f"kombu round trip over TLS: {got.payload}")
         if a.cmd == "put":
             with conn.Producer() as producer:
-                producer.publish(a.body, exchange=queue.exchange, routing_key=a.queue, declare=[queue],
+                producer.publish(a.body, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue],
                                  delivery_mode=2)
             return verdict(True, f"published {a.body}")
         got = conn.SimpleQueue(queue).get(timeout=10)

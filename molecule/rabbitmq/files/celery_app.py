@@ -1,14 +1,25 @@
 """Celery app of the verify step: RabbitMQ broker (amqps, mutual TLS), RPC result backend.
 
-The broker's name, TLS port and vhost and the Celery user come from the environment
-(VERIFY_SERVER, VERIFY_PORT, VERIFY_VHOST, VERIFY_USER), set by verify.yml from the model.
+Routing and the role's settings come from the host's rendered configuration
+(rendered_settings.py: every task through the topic exchange celery.tasks, routing key =
+queue, no queue made up on the fly; a worker without remote control and events, as no
+operator exists). The broker's name, TLS port and vhost and the Celery user come from the
+environment (VERIFY_SERVER, VERIFY_PORT, VERIFY_VHOST, VERIFY_USER), set by verify.yml
+from the model.
+
+    celery -A celery_app worker ...           the worker (on the worker host)
+    python celery_app.py round-trip QUEUE...  tasks on each queue, results over RPC (producer)
+    python celery_app.py control              ping and a broadcast must be refused (no operator)
 """
 
 import os
 import ssl
 import sys
 
+import amqp
 from celery import Celery
+
+import rendered_settings
 
 
 def setting(name):
@@ -37,11 +48,9 @@ app.conf.update(
         "cert_reqs": ssl.CERT_REQUIRED,
         "server_hostname": SERVER,
     },
-    result_backend="rpc://",
-    task_default_queue="celery",
-    worker_send_task_events=True,
-    task_send_sent_event=True,
+    result_backend="rpc://",  # as rendered: no redis group in this scenario
     broker_connection_retry_on_startup=True,
+    **rendered_settings.load(),
 )
 
 
@@ -50,14 +59,41 @@ def add(x, y):
     return x + y
 
 
-def round_trip():
-    """Tasks on both queues, results over RPC, a remote-control ping."""
-    assert add.apply_async((2, 3), queue="celery").get(timeout=60) == 5
-    assert add.apply_async((1, 1), queue="high").get(timeout=60) == 2
-    replies = app.control.inspect(timeout=10).ping()
-    assert replies, "no worker answered inspect ping"
-    print("ROUND TRIP OK")
+def round_trip(queues):
+    """A task on each queue and a delayed one, results back over the RPC backend."""
+    for n, queue in enumerate(queues):
+        assert add.apply_async((n, 1), queue=queue).get(timeout=60) == n + 1, queue
+    assert add.apply_async((2, 3), queue=queues[0], countdown=1).get(timeout=60) == 5
+    print(f"ROUND TRIP OK on {', '.join(queues)}")
+    return 0
+
+
+def control():
+    """No operator host, so no Celery user may control workers: RabbitMQ refuses both."""
+    attempts = {
+        "inspect ping": lambda: app.control.inspect(timeout=5).ping(),
+        "rate_limit broadcast": lambda: app.control.rate_limit("verify.add", "1/h", reply=False),
+    }
+    refused = 0
+    for label, action in attempts.items():
+        try:
+            action()
+        except amqp.exceptions.AccessRefused as exc:
+            print(f"REFUSED {label}: {exc}")
+            refused += 1
+        except Exception as exc:  # a verdict only for the broker's refusal
+            print(f"ERROR {label}: {type(exc).__name__}: {exc}")
+        else:
+            print(f"ALLOWED {label}")
+    if refused == len(attempts):
+        print("CONTROL REFUSED")
+        return 0
+    return 1
 
 
 if __name__ == "__main__":
-    round_trip()
+    if sys.argv[1:2] == ["round-trip"] and sys.argv[2:]:
+        sys.exit(round_trip(sys.argv[2:]))
+    if sys.argv[1:] == ["control"]:
+        sys.exit(control())
+    sys.exit(__doc__)

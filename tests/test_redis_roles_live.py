@@ -521,8 +521,8 @@ def test_producer_reaches_no_control_or_event_channel(live: Live, command: tuple
         live.client("client-1").execute_command(*command)
 
 
-@pytest.mark.parametrize("key", ["ops-1@h.celery.pidbox", f"{uuid.uuid4()}.reply.celery.pidbox",
-                                 f"celeryev.{uuid.uuid4()}", "_kombu.binding.celery.pidbox"])
+@pytest.mark.parametrize("key", ["ops-1@h.celery.pidbox", "8f2d6b1e-3c4a-4e5f-9a7b-0c1d2e3f4a5b.reply.celery.pidbox",
+                                 "celeryev.0c1d2e3f-4a5b-4e5f-9a7b-8f2d6b1e3c4a", "_kombu.binding.celery.pidbox"])
 def test_producer_reaches_no_control_or_event_key(live: Live, key: str) -> None:
     with refused(live, "client-1"):
         live.client("client-1").execute_command("LLEN", key)

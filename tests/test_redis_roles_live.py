@@ -147,10 +147,14 @@ def _tokens(rules: str) -> list[str]:
 
 def _acl_file(users: list[dict[str, Any]], admin: str, admin_password: str) -> str:
     """The role's users.acl.j2, rendered as Ansible would (hash('sha256'))."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    from livedeploy import platform_var
+
+    # Ansible's template module renders with trim_blocks on.
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True)
     env.filters["hash"] = lambda value, kind: hashlib.new(kind, value.encode()).hexdigest()
     return env.from_string(ACL_TEMPLATE.read_text()).render(
-        redis_users=users, redis_admin_user=admin, redis_admin_password=admin_password)
+        redis_users=users, redis_admin_user=admin, redis_admin_password=admin_password,
+        _redis_acl_connect_commands=platform_var("redis", "_redis_acl_connect_commands"))
 
 
 def _config(source: str, port: int, user: str) -> dict[str, Any]:

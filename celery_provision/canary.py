@@ -13,11 +13,15 @@ import uuid
 
 from celery import Celery
 
-__all__ = ["app", "ping", "touch", "mark", "add", "total", "grow_chord",
-           "PING", "TOUCH", "MARK", "ADD", "TOTAL", "GROW_CHORD"]
+from celery_provision.runtime import secure
+
+__all__ = ["app", "ping", "touch", "admin_touch", "mark", "add", "total", "grow_chord",
+           "PING", "TOUCH", "ADMIN_TOUCH", "MARK", "ADD", "TOTAL", "GROW_CHORD"]
 
 PING = "celery_provision.canary.ping"
 TOUCH = "celery_provision.canary.touch"
+#: Outside `celery_provision.canary.*`: the task a restricted producer may not call.
+ADMIN_TOUCH = "celery_provision.admin.touch"
 MARK = "celery_provision.canary.mark"
 ADD = "celery_provision.canary.add"
 TOTAL = "celery_provision.canary.total"
@@ -27,11 +31,7 @@ app = Celery("celery_provision_canary")
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))  # lazy: read on first use
 
 
-@app.on_after_configure.connect
-def _enable_signing(sender: Celery, **_: object) -> None:
-    """Sign and check every message as soon as the configuration is read: a worker checks
-    `accept_content` (which names the `auth` serializer) before `worker_init` fires."""
-    sender.setup_security()
+secure(app)  # the signed envelope, installed when the configuration is first read
 
 
 @app.task(name=PING)
@@ -46,6 +46,13 @@ def touch(path: str) -> str:
     with open(path, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return path
+
+
+@app.task(name=ADMIN_TOUCH)
+def admin_touch(path: str) -> str:
+    """`touch` under a name outside the canary's namespace: the local inventory's producer
+    may call `celery_provision.canary.*` only, so this proves its allow-list."""
+    return touch(path)
 
 
 @app.task(name=MARK)

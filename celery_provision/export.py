@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
-from . import acl, canary, credentials, pki, render
+from . import acl, canary, credentials, pki, render, runtime
 from .model import Deployment, Host, is_ip
 
 __all__ = ["host_vars", "export"]
@@ -170,10 +171,20 @@ def _celery(d: Deployment, host: Host, signers: list[str], revoked: Collection[s
         "files": [{"name": f.name, "src": f.src, "secret": f.secret} for f in render.host_files(d, host)],
         "signers": list(signers),
         "canary_src": canary.__file__,
+        "runtime_files": _runtime_files(),
         "role": host.role,
         "queues": list(host.queues),
         "remote_control": d.remote_control,
     }
+
+
+def _runtime_files() -> list[dict[str, str]]:
+    """The runtime every worker, producer and operator imports (`celery_provision.runtime`),
+    as (controller source, path under the host's application directory): the package's
+    `__init__.py` and the runtime's modules, never compiled files."""
+    package = Path(runtime.__file__).parent.parent
+    sources = [package / "__init__.py", *sorted(Path(runtime.__file__).parent.glob("*.py"))]
+    return [{"src": str(p), "dest": str(p.relative_to(package.parent))} for p in sources]
 
 
 def export(d: Deployment) -> dict[str, Any]:

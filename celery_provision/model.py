@@ -140,6 +140,10 @@ class Host:
     #: A worker's queues (it consumes them) or a producer's (it may publish to them):
     #: `celery_provision_queues` as the host sees it. Empty for every other host.
     queues: tuple[str, ...] = ()
+    #: The task names (glob patterns) this host may call when it signs a message:
+    #: `celery_provision_allowed_tasks`, by default every task for workers and producers
+    #: and none for operators (they send control messages only).
+    allowed_tasks: tuple[str, ...] = ()
     role_vars: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -211,6 +215,9 @@ class Settings:
     ca_passphrase_file: str | None = None
     admin_networks: tuple[str, ...] = ()
     visibility_timeout: int = 3600
+    #: How old a signed task message may be when it arrives (plus its ETA or countdown):
+    #: the window in which the record of completed tasks refuses replays.
+    message_max_age: int = 86400
 
     @property
     def verify_depth(self) -> int:
@@ -647,6 +654,22 @@ def _queues(v: _Vars) -> tuple[str, ...]:
     return queues
 
 
+#: A task-name pattern of `celery_provision_allowed_tasks`: a dotted name with `*`, `?` and
+#: `[...]` globs.
+_TASK_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!:-]+$")
+
+
+def _allowed_tasks(v: _Vars, role: str | None) -> tuple[str, ...]:
+    """`celery_provision_allowed_tasks` of a worker, producer or operator, once each."""
+    if "celery_provision_allowed_tasks" not in v.values or v.values["celery_provision_allowed_tasks"] is None:
+        return ("*",) if role in ("celery_workers", "celery_clients") else ()
+    patterns = tuple(dict.fromkeys(v.strings("celery_provision_allowed_tasks")))
+    for p in patterns:
+        if not _TASK_PATTERN.match(p):
+            raise v.fail("celery_provision_allowed_tasks", f"{p!r} is not a task name pattern")
+    return patterns
+
+
 def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
     broker_default = "rabbitmq" if groups.get("rabbitmq") else "redis"
     backend_default = "redis" if groups.get("redis") else "rpc"
@@ -682,6 +705,7 @@ def _settings(v: _Vars, groups: Mapping[str, list[str]]) -> Settings:
         ca_passphrase_file=passphrase_file,
         admin_networks=networks,
         visibility_timeout=v.positive("celery_provision_visibility_timeout", 3600),
+        message_max_age=v.positive("celery_provision_message_max_age", 86400),
     )
 
 
@@ -839,6 +863,7 @@ def load(
             groups=member,
             extra_sans=extra,
             queues=_queues(v) if roles and roles[0] != "celery_operators" else (),
+            allowed_tasks=_allowed_tasks(v, roles[0] if roles else None) if roles else (),
             role_vars=_render_role_vars(role_defaults, v),
         )
 

@@ -19,6 +19,8 @@ from .acl import TASK_EXCHANGE
 from .errors import ProvisionError
 from .files import private_dir, write_atomic
 from .model import Deployment, Host, is_ip
+from .runtime.protect import CONFIG as ENVELOPE_CONFIG
+from .runtime.protect import RESULT_SERIALIZER
 
 __all__ = ["HostFile", "host_files", "render", "write_all"]
 
@@ -59,8 +61,11 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
     # In place on the controller (tests, local tools), or as installed on the host.
     files = d.app_files(host, controller=controller_paths)
     tls = {"ca": str(files.ca), "cert": str(files.client_cert), "key": str(files.client_key)}
-    signing = {"cert": str(files.signing_cert), "key": str(files.signing_key), "store": files.signer_glob,
-               "result_serializer": "auth" if s.signed_results else "json"}
+    signing = {"cert": str(files.signing_cert), "key": str(files.signing_key), "store": str(files.signer_store),
+               "ca": str(files.ca), "max_age": s.message_max_age,
+               "result_serializer": RESULT_SERIALIZER if s.signed_results else "json",
+               # Only a worker checks task messages: whom it believes, and what each may call.
+               "allowed": {h.name: list(h.allowed_tasks) for h in d.apps} if host.is_worker else {}}
     secret = dict(files.secrets)
 
     endpoints = d.endpoints(s.broker)
@@ -104,6 +109,7 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "task_exchange": TASK_EXCHANGE if s.broker == "rabbitmq" else None,
         "remote_control": d.remote_control,
         "delivery": s.delivery,
+        "envelope_config": ENVELOPE_CONFIG,
     }
 
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from . import pki, render
+from .runtime import secure
 from .errors import ProvisionError
 from .layout import AppFiles
 from .model import Deployment, Endpoint, Host
@@ -363,7 +364,7 @@ def client_app(d: Deployment, host: Host, workdir: Path) -> Any:
     path = render.write_all(d, workdir, hosts=[host.name], controller_paths=True)[0][0]
     app = Celery(f"verify-{host.name}", set_as_current=False)
     app.config_from_object(load_module(path))
-    app.setup_security()
+    secure(app)
     return app
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from ..runtime.envelope import DONE_PREFIX
+
 __all__ = ["redis_acl_rules"]
 
 
@@ -143,6 +145,9 @@ _BACKEND: dict[str, list[_Selector]] = {
         # Celery's Lua scripts (EVALSHA) with the commands they call.
         (("get", "set", "setex", "del", "expire", "incrby", "evalsha", "exists", "sismember", "sadd",
           "zadd", "zcount", "zrange", "rpush", "llen", "lrange"), _keys("", ["celery-taskset-meta-*"]), ()),
+        # The record of completed tasks (celery_provision.runtime): checked before a task
+        # runs, written when it completed, so that a replayed message does not run again.
+        (("exists", "set"), _keys("", [f"{DONE_PREFIX}*"]), ()),
         # A stored result is published on its key's channel; joins inside a task subscribe.
         (("publish", "subscribe"), (), ("celery-task-meta-*", "celery-taskset-meta-*")),
     ],

@@ -65,7 +65,7 @@ def leaf_specs(d: Deployment) -> list[LeafSpec]:
             specs.append(LeafSpec(h.name, "server", s.key_type, sans, eku, s.leaf_days))
         if h.is_app:
             specs.append(LeafSpec(h.name, "client", s.key_type, (h.name,), ("clientAuth",), s.leaf_days))
-            specs.append(LeafSpec(h.name, "signing", s.signing_key_type, (), (), s.leaf_days))
+            specs.append(LeafSpec(h.name, "signing", s.signing_key_type, (), ("codeSigning",), s.leaf_days))
     return specs
 
 

@@ -7,6 +7,7 @@ import its own layer and the layers below it, never one above.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "celery_provision"
 
 #: Top-level module (or subpackage) of celery_provision -> its layer; higher imports lower.
 LAYERS = {
-    "errors": 0, "files": 0, "layout": 0, "acl": 0, "canary": 0,
+    "errors": 0, "files": 0, "layout": 0, "acl": 0, "canary": 0, "runtime": 0,
     "model": 1,
     "pki": 2, "credentials": 2,
     "render": 3, "export": 3, "verify": 3, "audit": 3,
@@ -76,3 +77,26 @@ def test_the_controller_layout_is_built_in_the_model_only() -> None:
     builders = [p for p in PACKAGE.rglob("*.py") if p.name != "layout.py"
                 and any(s in p.read_text() for s in ("Layout(", "Layout.beside("))]
     assert [p.relative_to(PACKAGE) for p in builders] == [Path("model.py")]
+
+
+#: What the runtime may import: it is copied alone onto every worker, producer and operator
+#: host (the celery_worker role), next to Celery, kombu and cryptography only.
+RUNTIME_IMPORTS = {"celery", "kombu", "cryptography"}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "runtime").glob("*.py")), ids=lambda p: p.name)
+def test_the_runtime_imports_only_itself_the_standard_library_celery_kombu_and_cryptography(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    foreign = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in RUNTIME_IMPORTS and top != "__future__":
+                foreign.add(name)
+    assert foreign == set(), f"{path.name} imports {sorted(foreign)}: the runtime must stand alone on a host"

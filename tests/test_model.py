@@ -239,3 +239,15 @@ def test_remote_control_is_on_only_when_operators_exist(write_inventory, basic_g
 def test_an_operator_talks_to_the_broker_only(write_inventory, basic_groups) -> None:
     d = model.load(write_inventory(_with_operator(basic_groups)))
     assert (d.services(d.host("ops-1")), d.services(d.host("client-1"))) == (["rabbitmq"], ["rabbitmq", "redis"])
+
+
+def test_workers_and_producers_may_call_every_task_by_default_operators_none(write_inventory, basic_groups) -> None:
+    basic_groups["celery_operators"] = {"ops-1": {"ansible_host": "127.0.0.9"}}
+    d = model.load(write_inventory(basic_groups))
+    assert {h.role: h.allowed_tasks for h in d.apps} == {"worker": ("*",), "client": ("*",), "operator": ()}
+
+
+def test_a_hosts_allowed_tasks_are_its_own_patterns_once_each(write_inventory, basic_groups) -> None:
+    basic_groups["celery_clients"]["client-1"]["celery_provision_allowed_tasks"] = ["app.*", "billing.charge", "app.*"]
+    d = model.load(write_inventory(basic_groups))
+    assert d.host("client-1").allowed_tasks == ("app.*", "billing.charge")

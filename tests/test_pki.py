@@ -3,6 +3,7 @@ behave, and that the certificates really work (and really fail) in a TLS handsha
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from celery_provision import model, pki
 from celery_provision.errors import ProvisionError
+from celery_provision.pki.leaves import build_leaf
 
 from pkiutil import (
     assert_is_ca,
@@ -150,13 +153,51 @@ def test_brokers_get_no_client_or_signing_certificates(issued) -> None:  # noqa:
     assert sorted(p.name for p in (layout.hosts_dir / "redis-1").iterdir()) == ["server.key", "server.pem"]
 
 
-def test_signing_certificate_is_rsa_and_published_in_the_cert_store(issued) -> None:  # noqa: ANN001
+def test_signing_certificate_is_for_code_signing_only_and_published_in_the_cert_store(issued) -> None:  # noqa: ANN001
     _, layout = issued
     cert = load_cert(layout.cert("worker-1", "signing"))
-    assert isinstance(cert.public_key(), rsa.RSAPublicKey)
-    assert_is_leaf(cert, issuer=load_cert(layout.root_cert), eku=[], cn="worker-1")
+    assert_is_leaf(cert, issuer=load_cert(layout.root_cert), eku=["codeSigning"], cn="worker-1")
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert not ku.key_encipherment and not ku.key_agreement and not ku.content_commitment
     assert sorted(p.name for p in layout.signers_dir.iterdir()) == ["client-1.pem", "worker-1.pem"]
     assert layout.signer("worker-1").read_bytes() == layout.cert("worker-1", "signing").read_bytes()
+
+
+def test_signing_certificate_is_neither_for_tls_clients_nor_servers(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    eku = load_cert(layout.cert("worker-1", "signing")).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in eku.value
+    assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH not in eku.value
+
+
+def test_signing_key_is_ed25519_by_default(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(write_inventory(fast=False))
+    assert isinstance(load_cert(layout.cert("worker-1", "signing")).public_key(), ed25519.Ed25519PublicKey)
+    assert isinstance(load_key(layout.key("worker-1", "signing")), ed25519.Ed25519PrivateKey)
+    assert isinstance(load_cert(layout.cert("worker-1", "client")).public_key(), ec.EllipticCurvePublicKey)
+
+
+@pytest.mark.parametrize(("key_type", "kind"), [("ed25519", ed25519.Ed25519PublicKey),
+                                                ("ec-p256", ec.EllipticCurvePublicKey)])
+def test_signing_certificate_of_a_non_rsa_key_type_is_a_valid_code_signing_leaf(
+    write_inventory, key_type: str, kind: type  # noqa: ANN001
+) -> None:
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_signing_key_type": key_type}))
+    cert = load_cert(layout.cert("worker-1", "signing"))
+    assert isinstance(cert.public_key(), kind)
+    assert_is_leaf(cert, issuer=load_cert(layout.root_cert), eku=["codeSigning"], cn="worker-1")
+    assert layout.signer("worker-1").read_bytes() == layout.cert("worker-1", "signing").read_bytes()
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "ec-p256"])
+def test_a_non_rsa_signing_certificate_is_kept_on_a_rerun_without_state(write_inventory, key_type: str) -> None:  # noqa: ANN001
+    inv = write_inventory(all_vars={"celery_provision_signing_key_type": key_type})
+    _, layout, _ = _issue(inv)
+    layout.state.unlink()
+    before = layout.cert("worker-1", "signing").read_bytes()
+    _, _, report = _issue(inv)
+    assert "worker-1/signing" in _actions(report, "unchanged")
+    assert layout.cert("worker-1", "signing").read_bytes() == before
 
 
 @pytest.mark.parametrize(
@@ -311,6 +352,17 @@ def test_a_leaf_edited_on_disk_to_other_names_is_reissued(issued) -> None:  # no
     report = pki.issue(d)
     assert _actions(report, "reissued") == {"worker-1/client"}
     assert cn_of(load_cert(layout.cert("worker-1", "client"))) == "worker-1"
+
+
+def test_a_signing_certificate_without_code_signing_is_reissued_once(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    # What an earlier version issued: the same key, no extended key usage (good for TLS too).
+    spec = next(s for s in pki.leaf_specs(d) if s.name == "worker-1/signing")
+    legacy = build_leaf(dataclasses.replace(spec, eku=()), load_key(layout.key("worker-1", "signing")),
+                        load_cert(layout.root_cert), load_key(layout.root_key))
+    layout.cert("worker-1", "signing").write_bytes(legacy.public_bytes(serialization.Encoding.PEM))
+    assert _actions(pki.issue(d), "reissued") == {"worker-1/signing"}
+    assert not pki.issue(d).changed
 
 
 def test_changed_key_type_reissues_every_leaf_but_keeps_the_ca(inventory: Path) -> None:
@@ -642,6 +694,15 @@ def test_server_rejects_a_server_certificate_used_as_client_certificate(issued) 
     client = client_context(layout.ca_pem, layout.cert("redis-1", "server"), layout.key("redis-1", "server"))
     result = handshake(_server(layout), client, "rabbitmq-1")
     assert result.server_error and "unsuitable certificate purpose" in result.server_error
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "rsa2048"])
+def test_server_rejects_a_signing_certificate_used_as_client_certificate(write_inventory, key_type: str) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_signing_key_type": key_type}))
+    client = client_context(layout.ca_pem, layout.cert("worker-1", "signing"), layout.key("worker-1", "signing"))
+    result = handshake(_server(layout), client, "rabbitmq-1")
+    assert result.server_error and "unsuitable certificate purpose" in result.server_error
+    assert result.peer_cn is None
 
 
 def test_handshake_works_through_the_intermediate_chain(write_inventory) -> None:  # noqa: ANN001

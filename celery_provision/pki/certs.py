@@ -22,6 +22,7 @@ SKEW = dt.timedelta(minutes=5)
 EKU = {
     "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
     "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "codeSigning": ExtendedKeyUsageOID.CODE_SIGNING,
 }
 
 

@@ -65,7 +65,9 @@ def leaf_specs(d: Deployment) -> list[LeafSpec]:
             specs.append(LeafSpec(h.name, "server", s.key_type, sans, eku, s.leaf_days))
         if h.is_app:
             specs.append(LeafSpec(h.name, "client", s.key_type, (h.name,), ("clientAuth",), s.leaf_days))
-            specs.append(LeafSpec(h.name, "signing", s.signing_key_type, (), (), s.leaf_days))
+            # Code signing only: a signing certificate can never complete a TLS handshake
+            # (OpenSSL's ssl_client purpose and Erlang's ssl both want clientAuth).
+            specs.append(LeafSpec(h.name, "signing", s.signing_key_type, (), ("codeSigning",), s.leaf_days))
     return specs
 
 

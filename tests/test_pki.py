@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from celery_provision import model, pki
 from celery_provision.errors import ProvisionError
 from celery_provision.pki.leaves import build_leaf
+from celery_provision.pki.state import dump_state
 
 from pkiutil import (
     assert_is_ca,
@@ -395,6 +397,120 @@ def test_renew_within_less_than_the_remaining_validity_renews_nothing(issued) ->
     report = pki.renew(d, 30)
     assert not report.changed
     assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+# --------------------------------------------------------------------------- signing-key rotation
+
+
+def _store(layout: pki.Layout, host: str = "worker-1") -> list[int]:
+    return [c.serial_number for c in load_chain(layout.signer(host))]
+
+
+def _signing_serial(layout: pki.Layout, host: str = "worker-1") -> int:
+    return load_cert(layout.cert(host, "signing")).serial_number
+
+
+def _replaced_hours_ago(layout: pki.Layout, hours: float, name: str = "worker-1/signing") -> None:
+    """Move the recorded replacement of a signing certificate *hours* into the past."""
+    state = json.loads(layout.state.read_text())
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
+    state["leaves"][name]["previous"]["replaced_at"] = at.isoformat()
+    layout.state.write_text(dump_state(state))
+
+
+def test_after_a_renewal_the_signer_store_holds_the_new_certificate_then_the_old(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    old = _signing_serial(layout)
+    pki.renew(d, 400)
+    assert _store(layout) == [_signing_serial(layout), old]
+
+
+def test_the_replaced_signing_certificate_is_recorded_in_state(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    old = layout.cert("worker-1", "signing").read_text()
+    pki.renew(d, 400)
+    previous = json.loads(layout.state.read_text())["leaves"]["worker-1/signing"]["previous"]
+    assert previous["pem"] == old
+    assert int(previous["serial"], 16) == x509.load_pem_x509_certificate(old.encode()).serial_number
+    assert dt.datetime.fromisoformat(previous["replaced_at"]) <= dt.datetime.now(dt.UTC)
+
+
+def test_inside_the_overlap_window_a_second_run_changes_nothing(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    _replaced_hours_ago(layout, 23)
+    before = snapshot(layout.root)
+    assert not pki.issue(d).changed
+    assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+def test_after_the_overlap_window_the_next_run_drops_the_old_certificate(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    _replaced_hours_ago(layout, 25)
+    report = pki.issue(d)
+    assert _actions(report, "retired") == {"worker-1/signing"}
+    assert _store(layout) == [_signing_serial(layout)]
+    assert layout.signer("worker-1").read_bytes() == layout.cert("worker-1", "signing").read_bytes()
+    assert "previous" not in json.loads(layout.state.read_text())["leaves"]["worker-1/signing"]
+    assert not pki.issue(d).changed
+
+
+def test_the_overlap_window_follows_signing_overlap_hours(write_inventory) -> None:  # noqa: ANN001
+    inv = write_inventory(all_vars={"celery_provision_signing_overlap_hours": 48})
+    d, layout, _ = _issue(inv)
+    pki.renew(d, 400)
+    _replaced_hours_ago(layout, 47)
+    pki.issue(d)
+    assert len(_store(layout)) == 2
+    _replaced_hours_ago(layout, 49)
+    pki.issue(d)
+    assert len(_store(layout)) == 1
+
+
+def test_with_no_overlap_a_renewed_signing_certificate_replaces_the_old_at_once(write_inventory) -> None:  # noqa: ANN001
+    d, layout, _ = _issue(write_inventory(all_vars={"celery_provision_signing_overlap_hours": 0}))
+    pki.renew(d, 400)
+    assert _store(layout) == [_signing_serial(layout)]
+    assert "previous" not in json.loads(layout.state.read_text())["leaves"]["worker-1/signing"]
+
+
+def test_a_signing_certificate_replaced_because_it_was_revoked_is_not_kept(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.revoke(d, "worker-1", kinds=("signing",))
+    pki.issue(d)
+    assert _store(layout) == [_signing_serial(layout)]
+
+
+def test_a_previous_signing_certificate_revoked_later_leaves_the_store(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    state = json.loads(layout.state.read_text())
+    previous = state["leaves"]["worker-1/signing"]["previous"]
+    state["revoked"].append({"serial": previous["serial"], "name": "worker-1/signing", "date": previous["replaced_at"],
+                             "reason": "key compromise", "issuer": state["leaves"]["worker-1/signing"]["issuer"],
+                             "not_after": previous["not_after"]})
+    layout.state.write_text(dump_state(state))
+    pki.issue(d)
+    assert _store(layout) == [_signing_serial(layout)]
+
+
+def test_an_expired_previous_signing_certificate_leaves_the_store(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    state = json.loads(layout.state.read_text())
+    state["leaves"]["worker-1/signing"]["previous"]["not_after"] = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+    layout.state.write_text(dump_state(state))
+    pki.issue(d)
+    assert _store(layout) == [_signing_serial(layout)]
+
+
+def test_revoking_a_host_removes_its_store_file_with_both_certificates(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    pki.revoke(d, "worker-1")
+    assert not layout.signer("worker-1").exists()
+    assert len(_store(layout, "client-1")) == 2
 
 
 def _crl_serials(layout: pki.Layout) -> set[int]:

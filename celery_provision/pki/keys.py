@@ -56,7 +56,7 @@ def key_type_of(public_key: Any) -> str:
     return type(public_key).__name__
 
 
-def hash_for(key: Key) -> hashes.HashAlgorithm | None:
+def hash_for(key: Key) -> hashes.SHA256 | hashes.SHA384 | None:
     """The digest a signature by *key* uses: none for Ed25519 (it hashes internally), SHA-384 for
     P-384 and up, else SHA-256."""
     if isinstance(key, ed25519.Ed25519PrivateKey):

@@ -162,9 +162,7 @@ def _issue_one(spec: LeafSpec) -> dict[str, Any]:
     # state.json, so the next run reissues it (the CA key and state.json stay durable).
     write_atomic(job.layout.key(spec.host, spec.kind), key_bytes, 0o600, durable=False)
     write_atomic(job.layout.cert(spec.host, spec.kind), full, 0o644)
-    if spec.kind == "signing":
-        private_dir(job.layout.signers_dir)
-        write_atomic(job.layout.signer(spec.host), cert_bytes, 0o644)
+    # The signer store is written by `signers.sync_signers`, once every leaf is issued.
     return record(spec.fingerprint(), cert, full, key_bytes, job.issuer_id)
 
 

@@ -179,7 +179,10 @@ def _missing_inventory(e: Env) -> None:
 CASES = [
     # ---- settings of the wrong type or value
     _case("key-type-unknown", lambda e: e.set_vars(celery_provision_key_type="ec-p521"), "celery_provision_key_type", "'ec-p521'"),
-    _case("signing-key-not-rsa", lambda e: e.set_vars(celery_provision_signing_key_type="ec-p256"), "celery_provision_signing_key_type"),
+    _case("signing-key-unknown", lambda e: e.set_vars(celery_provision_signing_key_type="ec-p384"), "celery_provision_signing_key_type", "'ec-p384'"),
+    _case("signing-overlap-negative", lambda e: e.set_vars(celery_provision_signing_overlap_hours=-1), "celery_provision_signing_overlap_hours", "zero or more"),
+    _case("signing-overlap-string", lambda e: e.set_vars(celery_provision_signing_overlap_hours="1d"), "celery_provision_signing_overlap_hours", "expected an integer"),
+    _case("signing-overlap-bool", lambda e: e.set_vars(celery_provision_signing_overlap_hours=True), "celery_provision_signing_overlap_hours"),
     _case("ca-days-string", lambda e: e.set_vars(celery_provision_ca_days="ten"), "celery_provision_ca_days", "expected an integer"),
     _case("leaf-days-zero", lambda e: e.set_vars(celery_provision_leaf_days=0), "celery_provision_leaf_days", "must be positive"),
     _case("leaf-days-negative", lambda e: e.set_vars(celery_provision_leaf_days=-5), "celery_provision_leaf_days"),

@@ -51,6 +51,16 @@ def test_group_vars_all_sets_the_deployment_settings(ini: model.Deployment) -> N
     assert s.admin_networks == ("198.51.100.0/24",)
 
 
+def test_signing_defaults_are_ed25519_keys_and_a_day_of_rotation_overlap(write_inventory) -> None:  # noqa: ANN001
+    s = model.load(write_inventory(fast=False)).settings
+    assert (s.signing_key_type, s.signing_overlap_hours) == ("ec-p256", 24)
+
+
+def test_a_signing_overlap_of_zero_hours_is_accepted(write_inventory) -> None:  # noqa: ANN001
+    inv = write_inventory(all_vars={"celery_provision_signing_overlap_hours": 0})
+    assert model.load(inv).settings.signing_overlap_hours == 0
+
+
 def test_group_vars_of_a_group_override_a_role_default(ini: model.Deployment) -> None:
     assert ini.host("mq-1").var("rabbitmq_tls_port") == 15671
 

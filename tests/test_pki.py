@@ -3,7 +3,9 @@ behave, and that the certificates really work (and really fail) in a TLS handsha
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from celery_provision import model, pki
 from celery_provision.errors import ProvisionError
+from celery_provision.pki.leaves import build_leaf
+from celery_provision.pki.state import dump_state
 
 from pkiutil import (
     assert_is_ca,
@@ -150,13 +155,51 @@ def test_brokers_get_no_client_or_signing_certificates(issued) -> None:  # noqa:
     assert sorted(p.name for p in (layout.hosts_dir / "redis-1").iterdir()) == ["server.key", "server.pem"]
 
 
-def test_signing_certificate_is_rsa_and_published_in_the_cert_store(issued) -> None:  # noqa: ANN001
+def test_signing_certificate_is_for_code_signing_only_and_published_in_the_cert_store(issued) -> None:  # noqa: ANN001
     _, layout = issued
     cert = load_cert(layout.cert("worker-1", "signing"))
-    assert isinstance(cert.public_key(), rsa.RSAPublicKey)
-    assert_is_leaf(cert, issuer=load_cert(layout.root_cert), eku=[], cn="worker-1")
+    assert_is_leaf(cert, issuer=load_cert(layout.root_cert), eku=["codeSigning"], cn="worker-1")
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert not ku.key_encipherment and not ku.key_agreement and not ku.content_commitment
     assert sorted(p.name for p in layout.signers_dir.iterdir()) == ["client-1.pem", "worker-1.pem"]
     assert layout.signer("worker-1").read_bytes() == layout.cert("worker-1", "signing").read_bytes()
+
+
+def test_signing_certificate_is_neither_for_tls_clients_nor_servers(issued) -> None:  # noqa: ANN001
+    _, layout = issued
+    eku = load_cert(layout.cert("worker-1", "signing")).extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in eku.value
+    assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH not in eku.value
+
+
+def test_signing_key_is_ecdsa_p256_by_default(write_inventory) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(write_inventory(fast=False))
+    key = load_key(layout.key("worker-1", "signing"))
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    assert isinstance(load_cert(layout.cert("worker-1", "client")).public_key(), ec.EllipticCurvePublicKey)
+
+
+@pytest.mark.parametrize(("key_type", "kind"), [("ed25519", ed25519.Ed25519PublicKey),
+                                                ("ec-p256", ec.EllipticCurvePublicKey)])
+def test_signing_certificate_of_a_non_rsa_key_type_is_a_valid_code_signing_leaf(
+    write_inventory, key_type: str, kind: type  # noqa: ANN001
+) -> None:
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_signing_key_type": key_type}))
+    cert = load_cert(layout.cert("worker-1", "signing"))
+    assert isinstance(cert.public_key(), kind)
+    assert_is_leaf(cert, issuer=load_cert(layout.root_cert), eku=["codeSigning"], cn="worker-1")
+    assert layout.signer("worker-1").read_bytes() == layout.cert("worker-1", "signing").read_bytes()
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "ec-p256"])
+def test_a_non_rsa_signing_certificate_is_kept_on_a_rerun_without_state(write_inventory, key_type: str) -> None:  # noqa: ANN001
+    inv = write_inventory(all_vars={"celery_provision_signing_key_type": key_type})
+    _, layout, _ = _issue(inv)
+    layout.state.unlink()
+    before = layout.cert("worker-1", "signing").read_bytes()
+    _, _, report = _issue(inv)
+    assert "worker-1/signing" in _actions(report, "unchanged")
+    assert layout.cert("worker-1", "signing").read_bytes() == before
 
 
 @pytest.mark.parametrize(
@@ -313,6 +356,17 @@ def test_a_leaf_edited_on_disk_to_other_names_is_reissued(issued) -> None:  # no
     assert cn_of(load_cert(layout.cert("worker-1", "client"))) == "worker-1"
 
 
+def test_a_signing_certificate_without_code_signing_is_reissued_once(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    # What an earlier version issued: the same key, no extended key usage (good for TLS too).
+    spec = next(s for s in pki.leaf_specs(d) if s.name == "worker-1/signing")
+    legacy = build_leaf(dataclasses.replace(spec, eku=()), load_key(layout.key("worker-1", "signing")),
+                        load_cert(layout.root_cert), load_key(layout.root_key))
+    layout.cert("worker-1", "signing").write_bytes(legacy.public_bytes(serialization.Encoding.PEM))
+    assert _actions(pki.issue(d), "reissued") == {"worker-1/signing"}
+    assert not pki.issue(d).changed
+
+
 def test_changed_key_type_reissues_every_leaf_but_keeps_the_ca(inventory: Path) -> None:
     _, layout, _ = _issue(inventory)
     root = layout.root_cert.read_bytes()
@@ -343,6 +397,120 @@ def test_renew_within_less_than_the_remaining_validity_renews_nothing(issued) ->
     report = pki.renew(d, 30)
     assert not report.changed
     assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+# --------------------------------------------------------------------------- signing-key rotation
+
+
+def _store(layout: pki.Layout, host: str = "worker-1") -> list[int]:
+    return [c.serial_number for c in load_chain(layout.signer(host))]
+
+
+def _signing_serial(layout: pki.Layout, host: str = "worker-1") -> int:
+    return load_cert(layout.cert(host, "signing")).serial_number
+
+
+def _replaced_hours_ago(layout: pki.Layout, hours: float, name: str = "worker-1/signing") -> None:
+    """Move the recorded replacement of a signing certificate *hours* into the past."""
+    state = json.loads(layout.state.read_text())
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
+    state["leaves"][name]["previous"]["replaced_at"] = at.isoformat()
+    layout.state.write_text(dump_state(state))
+
+
+def test_after_a_renewal_the_signer_store_holds_the_new_certificate_then_the_old(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    old = _signing_serial(layout)
+    pki.renew(d, 400)
+    assert _store(layout) == [_signing_serial(layout), old]
+
+
+def test_the_replaced_signing_certificate_is_recorded_in_state(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    old = layout.cert("worker-1", "signing").read_text()
+    pki.renew(d, 400)
+    previous = json.loads(layout.state.read_text())["leaves"]["worker-1/signing"]["previous"]
+    assert previous["pem"] == old
+    assert int(previous["serial"], 16) == x509.load_pem_x509_certificate(old.encode()).serial_number
+    assert dt.datetime.fromisoformat(previous["replaced_at"]) <= dt.datetime.now(dt.UTC)
+
+
+def test_inside_the_overlap_window_a_second_run_changes_nothing(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    _replaced_hours_ago(layout, 23)
+    before = snapshot(layout.root)
+    assert not pki.issue(d).changed
+    assert snapshot_diff(before, snapshot(layout.root)) == []
+
+
+def test_after_the_overlap_window_the_next_run_drops_the_old_certificate(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    _replaced_hours_ago(layout, 25)
+    report = pki.issue(d)
+    assert _actions(report, "retired") == {"worker-1/signing"}
+    assert _store(layout) == [_signing_serial(layout)]
+    assert layout.signer("worker-1").read_bytes() == layout.cert("worker-1", "signing").read_bytes()
+    assert "previous" not in json.loads(layout.state.read_text())["leaves"]["worker-1/signing"]
+    assert not pki.issue(d).changed
+
+
+def test_the_overlap_window_follows_signing_overlap_hours(write_inventory) -> None:  # noqa: ANN001
+    inv = write_inventory(all_vars={"celery_provision_signing_overlap_hours": 48})
+    d, layout, _ = _issue(inv)
+    pki.renew(d, 400)
+    _replaced_hours_ago(layout, 47)
+    pki.issue(d)
+    assert len(_store(layout)) == 2
+    _replaced_hours_ago(layout, 49)
+    pki.issue(d)
+    assert len(_store(layout)) == 1
+
+
+def test_with_no_overlap_a_renewed_signing_certificate_replaces_the_old_at_once(write_inventory) -> None:  # noqa: ANN001
+    d, layout, _ = _issue(write_inventory(all_vars={"celery_provision_signing_overlap_hours": 0}))
+    pki.renew(d, 400)
+    assert _store(layout) == [_signing_serial(layout)]
+    assert "previous" not in json.loads(layout.state.read_text())["leaves"]["worker-1/signing"]
+
+
+def test_a_signing_certificate_replaced_because_it_was_revoked_is_not_kept(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.revoke(d, "worker-1", kinds=("signing",))
+    pki.issue(d)
+    assert _store(layout) == [_signing_serial(layout)]
+
+
+def test_a_previous_signing_certificate_revoked_later_leaves_the_store(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    state = json.loads(layout.state.read_text())
+    previous = state["leaves"]["worker-1/signing"]["previous"]
+    state["revoked"].append({"serial": previous["serial"], "name": "worker-1/signing", "date": previous["replaced_at"],
+                             "reason": "key compromise", "issuer": state["leaves"]["worker-1/signing"]["issuer"],
+                             "not_after": previous["not_after"]})
+    layout.state.write_text(dump_state(state))
+    pki.issue(d)
+    assert _store(layout) == [_signing_serial(layout)]
+
+
+def test_an_expired_previous_signing_certificate_leaves_the_store(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    state = json.loads(layout.state.read_text())
+    state["leaves"]["worker-1/signing"]["previous"]["not_after"] = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+    layout.state.write_text(dump_state(state))
+    pki.issue(d)
+    assert _store(layout) == [_signing_serial(layout)]
+
+
+def test_revoking_a_host_removes_its_store_file_with_both_certificates(issued) -> None:  # noqa: ANN001
+    d, layout = issued
+    pki.renew(d, 400)
+    pki.revoke(d, "worker-1")
+    assert not layout.signer("worker-1").exists()
+    assert len(_store(layout, "client-1")) == 2
 
 
 def _crl_serials(layout: pki.Layout) -> set[int]:
@@ -642,6 +810,15 @@ def test_server_rejects_a_server_certificate_used_as_client_certificate(issued) 
     client = client_context(layout.ca_pem, layout.cert("redis-1", "server"), layout.key("redis-1", "server"))
     result = handshake(_server(layout), client, "rabbitmq-1")
     assert result.server_error and "unsuitable certificate purpose" in result.server_error
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "rsa2048"])
+def test_server_rejects_a_signing_certificate_used_as_client_certificate(write_inventory, key_type: str) -> None:  # noqa: ANN001
+    _, layout, _ = _issue(write_inventory(all_vars={"celery_provision_signing_key_type": key_type}))
+    client = client_context(layout.ca_pem, layout.cert("worker-1", "signing"), layout.key("worker-1", "signing"))
+    result = handshake(_server(layout), client, "rabbitmq-1")
+    assert result.server_error and "unsuitable certificate purpose" in result.server_error
+    assert result.peer_cn is None
 
 
 def test_handshake_works_through_the_intermediate_chain(write_inventory) -> None:  # noqa: ANN001

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ..errors import ProvisionError
 from ..files import read_bytes
@@ -28,10 +28,14 @@ __all__ = [
     "passphrase_for",
 ]
 
-Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+#: A private key we issue: EC or RSA for TLS and the CA, also Ed25519 for message signing.
+Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
 
 def generate_key(key_type: str) -> Key:
-    """A new private key of *key_type*, one of `model.KEY_TYPES`."""
+    """A new private key of *key_type*, one of `model.KEY_TYPES` or `model.SIGNING_KEY_TYPES`."""
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
     if key_type == "ec-p256":
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "ec-p384":
@@ -43,6 +47,8 @@ def generate_key(key_type: str) -> Key:
 
 def key_type_of(public_key: Any) -> str:
     """The key type name of a public key, e.g. `ec-p256`."""
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "ed25519"
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}.get(public_key.curve.name, public_key.curve.name)
     if isinstance(public_key, rsa.RSAPublicKey):
@@ -50,8 +56,11 @@ def key_type_of(public_key: Any) -> str:
     return type(public_key).__name__
 
 
-def hash_for(key: Key) -> hashes.HashAlgorithm:
-    """The digest a signature by *key* uses: SHA-384 for P-384 and up, else SHA-256."""
+def hash_for(key: Key) -> hashes.SHA256 | hashes.SHA384 | None:
+    """The digest a signature by *key* uses: none for Ed25519 (it hashes internally), SHA-384 for
+    P-384 and up, else SHA-256."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()

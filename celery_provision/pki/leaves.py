@@ -65,6 +65,8 @@ def leaf_specs(d: Deployment) -> list[LeafSpec]:
             specs.append(LeafSpec(h.name, "server", s.key_type, sans, eku, s.leaf_days))
         if h.is_app:
             specs.append(LeafSpec(h.name, "client", s.key_type, (h.name,), ("clientAuth",), s.leaf_days))
+            # Code signing only: a signing certificate can never complete a TLS handshake
+            # (OpenSSL's ssl_client purpose and Erlang's ssl both want clientAuth).
             specs.append(LeafSpec(h.name, "signing", s.signing_key_type, (), ("codeSigning",), s.leaf_days))
     return specs
 
@@ -160,9 +162,7 @@ def _issue_one(spec: LeafSpec) -> dict[str, Any]:
     # state.json, so the next run reissues it (the CA key and state.json stay durable).
     write_atomic(job.layout.key(spec.host, spec.kind), key_bytes, 0o600, durable=False)
     write_atomic(job.layout.cert(spec.host, spec.kind), full, 0o644)
-    if spec.kind == "signing":
-        private_dir(job.layout.signers_dir)
-        write_atomic(job.layout.signer(spec.host), cert_bytes, 0o644)
+    # The signer store is written by `signers.sync_signers`, once every leaf is issued.
     return record(spec.fingerprint(), cert, full, key_bytes, job.issuer_id)
 
 

@@ -18,7 +18,7 @@ from .judge import ca_mode_problems, judge, repair
 from .keys import passphrase_for
 from .leaves import Job, issue_many, leaf_specs
 from .report import Report
-from .signers import sync_signers
+from .signers import retired_signer, sync_signers
 from .state import (
     State,
     host_revocations,
@@ -96,14 +96,24 @@ def issue(
                 repair(problem, layout, report)
             if not verdict.reissue:
                 if verdict.record is not None:
-                    state["leaves"][verdict.spec.name] = verdict.record
+                    adopted = dict(verdict.record)
+                    if previous := state["leaves"].get(verdict.spec.name, {}).get("previous"):
+                        adopted["previous"] = previous
+                    state["leaves"][verdict.spec.name] = adopted
                 report.add("unchanged", verdict.spec.name)
         if job is not None:
             why = {v.spec.name: v for v in todo}
+            # A replaced signing certificate stays trusted for the overlap window: messages it
+            # signed may still be queued.
+            overlap = d.settings.signing_overlap_hours > 0
+            retired = {v.spec.name: retired_signer(layout, state, v.spec.name, start)
+                       for v in todo if v.spec.kind == "signing" and overlap}
             for spec, entry in issue_many([v.spec for v in todo], job, progress, processes):
+                if previous := retired.get(spec.name):
+                    entry["previous"] = previous
                 state["leaves"][spec.name] = entry
                 report.add(why[spec.name].action, spec.name, why[spec.name].reason)
-        sync_signers(d, state)
+        sync_signers(d, state, now=start, report=report)
         ensure_crl(d, ca, state, report)
 
     _run(d, body)

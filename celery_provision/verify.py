@@ -19,10 +19,10 @@ from types import ModuleType
 from typing import Any
 
 from . import pki, render
-from .runtime import secure
 from .errors import ProvisionError
 from .layout import AppFiles
 from .model import Deployment, Endpoint, Host
+from .runtime import secure
 
 __all__ = ["Check", "Door", "run", "format_table", "to_json", "tls_client_context", "load_module", "doors",
            "revoked_listing", "refusal"]

@@ -164,7 +164,7 @@ def _signed_sender(runtime: Runtime, send: Callable[..., Any]) -> Callable[..., 
     return send_task_message
 
 
-class EnvelopeStep(bootsteps.StartStopStep):
+class EnvelopeStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Worker consumer step: every task message is checked before its task's strategy sees it."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
@@ -179,7 +179,7 @@ class EnvelopeStep(bootsteps.StartStopStep):
 
 
 def _checked(runtime: Runtime, strategy: Callable[..., Any], errors: Any) -> Callable[..., Any]:
-    def task_message_handler(message: Any, body: Any, ack: Callable[[], Any], reject: Any, callbacks: Any,
+    def task_message_handler(message: Any, body: Any, ack: Callable[..., Any], reject: Any, callbacks: Any,
                              **kwargs: Any) -> Any:
         try:
             runtime.check(message)

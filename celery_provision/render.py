@@ -20,7 +20,7 @@ from .errors import ProvisionError
 from .files import private_dir, write_atomic
 from .model import Deployment, Host, is_ip
 from .runtime.protect import CONFIG as ENVELOPE_CONFIG
-from .runtime.protect import RESULT_SERIALIZER
+from .runtime.protect import RESULT_SERIALIZER, TASK_SERIALIZER
 
 __all__ = ["HostFile", "host_files", "render", "write_all"]
 
@@ -110,6 +110,7 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "remote_control": d.remote_control,
         "delivery": s.delivery,
         "envelope_config": ENVELOPE_CONFIG,
+        "task_serializer": TASK_SERIALIZER,
     }
 
 

@@ -9,7 +9,7 @@ The format and the threat model are in docs/task-authorization.md.
 """
 
 from .envelope import HEADER, Refused, Signer, Trust
-from .protect import CONFIG, DONE_PREFIX, RESULT_SERIALIZER, SERIALIZER, secure
+from .protect import CONFIG, DONE_PREFIX, RESULT_SERIALIZER, SERIALIZER, TASK_SERIALIZER, secure
 
-__all__ = ["CONFIG", "DONE_PREFIX", "HEADER", "RESULT_SERIALIZER", "SERIALIZER", "Refused", "Signer", "Trust",
-           "secure"]
+__all__ = ["CONFIG", "DONE_PREFIX", "HEADER", "RESULT_SERIALIZER", "SERIALIZER", "TASK_SERIALIZER", "Refused",
+           "Signer", "Trust", "secure"]

@@ -30,10 +30,17 @@ from kombu import serialization
 
 from .envelope import DONE_PREFIX, HEADER, Refused, Signer, Trust, timestamp
 
-__all__ = ["CONFIG", "CONTROL_MAX_AGE", "DONE_PREFIX", "RESULT_SERIALIZER", "SERIALIZER", "secure"]
+__all__ = ["CONFIG", "CONTROL_MAX_AGE", "DONE_PREFIX", "RESULT_SERIALIZER", "SERIALIZER", "TASK_SERIALIZER",
+           "secure"]
 
 #: The configuration key the rendered module sets.
 CONFIG = "celery_provision_envelope"
+#: The serializer of task messages: JSON under a content type of its own, which only
+#: `secure(app)` registers. An app that forgets the call cannot send (no such serializer)
+#: and its worker does not start (it cannot accept it): the rendered configuration fails
+#: closed rather than run unchecked JSON.
+TASK_SERIALIZER = "celery-provision-json"
+TASK_CONTENT_TYPE = "application/x-celery-provision-json"
 #: The kombu serializers of signed blobs: control messages, and results where they are signed.
 SERIALIZER = "celery-provision"
 CONTENT_TYPE = "application/x-celery-provision"
@@ -114,8 +121,8 @@ class Runtime:
             from kombu.compression import decompress
 
             body = decompress(body, headers["compression"])
-        if message.content_type != "application/json":
-            raise Refused(f"content type {message.content_type!r} is not JSON")
+        if message.content_type != TASK_CONTENT_TYPE:
+            raise Refused(f"content type {message.content_type!r} is not {TASK_CONTENT_TYPE}")
         try:
             decoded = json.loads(body)
         except ValueError:
@@ -194,7 +201,8 @@ def _checked(runtime: Runtime, strategy: Callable[..., Any], errors: Any) -> Cal
 
 
 def _register_serializers(runtime: Runtime) -> None:
-    """`celery-provision` (control messages, at most `CONTROL_MAX_AGE` old) and
+    """`celery-provision-json` (task messages: JSON, the envelope is in their headers),
+    `celery-provision` (control messages, at most `CONTROL_MAX_AGE` old) and
     `celery-provision-result` (results, as old as a task message may be): JSON signed as a
     blob by this process's identity. kombu's registry is per process: one identity each."""
     from kombu.utils.json import dumps, loads
@@ -213,6 +221,7 @@ def _register_serializers(runtime: Runtime) -> None:
             return loads(inner)
         return decode
 
+    serialization.register(TASK_SERIALIZER, dumps, loads, content_type=TASK_CONTENT_TYPE, content_encoding="utf-8")
     serialization.register(SERIALIZER, encode, decoder(CONTROL_MAX_AGE), content_type=CONTENT_TYPE,
                            content_encoding="utf-8")
     serialization.register(RESULT_SERIALIZER, encode, decoder(None), content_type=RESULT_CONTENT_TYPE,

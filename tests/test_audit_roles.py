@@ -28,6 +28,7 @@ from celery_provision.audit import (
     format_table,
     read_config,
 )
+from celery_provision.audit.checks import ENVELOPE, ENVELOPE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(__file__).parent / "audit_fixtures" / "insecure_shared_config.py"
@@ -93,6 +94,14 @@ def test_rendered_worker_with_operators_only_notes_remote_control(
 ) -> None:
     findings = audit_config(read_config(str(_rendered(deployments["local"], "worker-1", tmp_path))))
     assert [f.severity for f in findings if f.code == "remote-control-on"] == [Severity.INFO]
+
+
+@pytest.mark.parametrize("host", INVENTORIES["local"])
+def test_rendered_envelope_has_exactly_the_keys_the_audit_requires(
+    deployments: dict[str, model.Deployment], host: str, tmp_path: Path
+) -> None:
+    conf = read_config(str(_rendered(deployments["local"], host, tmp_path)))
+    assert tuple(conf.settings[ENVELOPE]) == ENVELOPE_KEYS
 
 
 def test_rendered_docstring_names_the_audit_command_for_its_role(

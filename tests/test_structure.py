@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "celery_provision"
 
 #: Top-level module (or subpackage) of celery_provision -> its layer; higher imports lower.
 LAYERS = {
-    "errors": 0, "files": 0, "layout": 0, "acl": 0, "canary": 0,
+    "errors": 0, "files": 0, "layout": 0, "acl": 0, "canary": 0, "runtime": 0,
     "model": 1,
     "pki": 2, "credentials": 2,
     "render": 3, "export": 3, "verify": 3, "audit": 3,

@@ -149,15 +149,34 @@ def secure_settings(f: dict[str, Path]) -> dict[str, Any]:
             "ssl_keyfile": str(f["client_key"]),
             "ssl_cert_reqs": ssl.CERT_REQUIRED,
         },
-        "task_serializer": "auth",
-        "accept_content": ["auth"],
+        "celery_provision_envelope": {
+            "signer": "worker-1",
+            "key": str(f["signing_key"]),
+            "cert": str(f["signing_cert"]),
+            "ca": str(f["ca"]),
+            "store": str(f["signers"]),
+            "max_age": 86400,
+            "allowed": {"worker-1": ["proj.*"], "client-1": ["proj.reports.*"]},
+        },
+        "task_serializer": "celery-provision-json",
+        "accept_content": ["celery-provision-json"],
         "result_serializer": "json",
         "result_accept_content": ["json"],
+        "worker_enable_remote_control": False,
+    }
+
+
+def auth_settings(f: dict[str, Path]) -> dict[str, Any]:
+    """The secure settings signed with Celery's auth serializer instead of the envelope."""
+    conf = secure_settings(f)
+    del conf["celery_provision_envelope"]
+    return conf | {
+        "task_serializer": "auth",
+        "accept_content": ["auth"],
         "security_key": str(f["signing_key"]),
         "security_certificate": str(f["signing_cert"]),
         "security_cert_store": str(f["signers"] / "*.pem"),
         "security_digest": "sha256",
-        "worker_enable_remote_control": False,
     }
 
 
@@ -203,14 +222,19 @@ redis_backend_use_ssl = {{
     "ssl_keyfile": str(_ETC / "client.key"),
     "ssl_cert_reqs": ssl.CERT_REQUIRED,
 }}
-task_serializer = "auth"
-accept_content = ["auth"]
+celery_provision_envelope = {{
+    "signer": "worker-1",
+    "key": str(_ETC / "signing.key"),
+    "cert": str(_ETC / "signing.pem"),
+    "ca": str(_ETC / "ca.pem"),
+    "store": str(_ETC / "signers"),
+    "max_age": 86400,
+    "allowed": {{"worker-1": ["proj.*"], "client-1": ["proj.reports.*"]}},
+}}
+task_serializer = "celery-provision-json"
+accept_content = ["celery-provision-json"]
 result_serializer = "json"
 result_accept_content = ["json"]
-security_key = str(_ETC / "signing.key")
-security_certificate = str(_ETC / "signing.pem")
-security_cert_store = str(_ETC / "signers" / "*.pem")
-security_digest = "sha256"
 worker_enable_remote_control = False
 '''
 
@@ -259,6 +283,11 @@ NOT_IN_FIXTURE = {
     "file-not-found",  # every file the fixture names is created by the test
     "unchecked-transport",
     "remote-control-on",  # signed workers only; the fixture accepts unsigned content
+    # The fixture signs with Celery's auth serializer; with the envelope beside it, tasks and
+    # control would count as signed and unsigned-accepted/remote-control-unsigned not apply.
+    "envelope-incomplete",
+    "envelope-serializer",
+    "envelope-allows-any-task",
 }
 # Rules for producers and operators only: tests/test_audit_roles.py has them.
 NOT_FOR_WORKERS = {r.code for r in TABLE} - {r.code for r in TABLE if "worker" in r.roles}
@@ -315,6 +344,29 @@ def _store(make: Callable[[Path, Any], None]) -> Change:
     return change
 
 
+def _auth(*changes: Change) -> Change:
+    """Sign with Celery's auth serializer instead of the envelope, then apply CHANGES."""
+
+    def change(conf: dict[str, Any], files: dict[str, Path]) -> None:
+        conf.clear()
+        conf.update(auth_settings(files))
+        for then in changes:
+            then(conf, files)
+
+    return change
+
+
+def _envelope(**values: Any) -> Change:
+    """Set (or, with None, remove) keys of celery_provision_envelope."""
+
+    def change(conf: dict[str, Any], _files: dict[str, Path]) -> None:
+        envelope = conf["celery_provision_envelope"] = {**conf["celery_provision_envelope"], **values}
+        for key in [k for k, v in envelope.items() if v is None]:
+            del envelope[key]
+
+    return change
+
+
 def _expired_signer(store: Path, _f: Any) -> None:
     old = _cert("gone", _rsa(), not_after=NOW - datetime.timedelta(days=1))
     _write_cert(store / "gone.pem", old)
@@ -342,6 +394,10 @@ def _key_world_readable(conf: dict[str, Any], files: dict[str, Path]) -> None:
     files["client_key"].chmod(0o644)
 
 
+def _signing_key_world_readable(conf: dict[str, Any], files: dict[str, Path]) -> None:
+    files["signing_key"].chmod(0o644)
+
+
 def _other_signing_cert(conf: dict[str, Any], files: dict[str, Path]) -> None:
     _write_cert(files["signing_cert"], _cert("worker-1", _rsa()))
 
@@ -357,7 +413,7 @@ CASES: list[tuple[str, Change, str, Severity]] = [
     # (behaviour, change to the secure config, code, severity)
     (
         "pickle_accepted_is_critical",
-        _set(accept_content=["auth", "pickle"]),
+        _set(accept_content=["json", "pickle"]),
         "unsafe-serializer",
         Severity.CRITICAL,
     ),
@@ -392,35 +448,90 @@ CASES: list[tuple[str, Change, str, Severity]] = [
         Severity.MEDIUM,
     ),
     (
-        "json_tasks_are_unsigned",
-        _set(task_serializer="json", accept_content=["json"]),
+        "json_tasks_without_envelope_are_unsigned",
+        _drop("celery_provision_envelope"),
         "signing-disabled",
         Severity.MEDIUM,
     ),
     (
-        "signing_with_json_still_accepted",
-        _set(accept_content=["auth", "json"]),
+        "envelope_without_store_and_allowed",
+        _envelope(store=None, allowed=None),
+        "envelope-incomplete",
+        Severity.MEDIUM,
+    ),
+    (
+        "envelope_that_is_not_a_dict",
+        _set(celery_provision_envelope="worker-1"),
+        "envelope-incomplete",
+        Severity.MEDIUM,
+    ),
+    (
+        "envelope_with_msgpack_tasks",
+        _set(task_serializer="msgpack"),
+        "envelope-serializer",
+        Severity.MEDIUM,
+    ),
+    (
+        "envelope_with_plain_json_tasks_runs_unchecked_without_secure",
+        _set(task_serializer="json"),
+        "envelope-serializer",
+        Severity.MEDIUM,
+    ),
+    (
+        "envelope_accepting_msgpack_too",
+        _set(accept_content=["celery-provision-json", "msgpack"]),
+        "envelope-serializer",
+        Severity.LOW,
+    ),
+    (
+        "envelope_letting_a_producer_call_any_task",
+        _envelope(allowed={"worker-1": ["proj.*"], "client-1": ["*"]}),
+        "envelope-allows-any-task",
+        Severity.INFO,
+    ),
+    ("envelope_store_empty", _store(_empty_store), "cert-store-empty", Severity.HIGH),
+    ("envelope_key_world_readable", _signing_key_world_readable, "private-key-exposed",
+     Severity.HIGH),
+    (
+        "auth_serializer_signs_the_body_only",
+        _auth(),
+        "auth-serializer-headers-unsigned",
+        Severity.MEDIUM,
+    ),
+    (
+        "auth_signing_with_json_still_accepted",
+        _auth(_set(accept_content=["auth", "json"])),
         "unsigned-accepted",
         Severity.HIGH,
     ),
     (
         "auth_without_signing_files",
-        _drop("security_key", "security_certificate", "security_cert_store"),
+        _auth(_drop("security_key", "security_certificate", "security_cert_store")),
         "signing-incomplete",
         Severity.MEDIUM,
     ),
-    ("sha1_signatures", _set(security_digest="sha1"), "weak-digest", Severity.HIGH),
-    ("expired_cert_in_store", _store(_expired_signer), "cert-store-expired", Severity.HIGH),
+    ("sha1_signatures", _auth(_set(security_digest="sha1")), "weak-digest", Severity.HIGH),
+    ("expired_cert_in_store", _auth(_store(_expired_signer)), "cert-store-expired", Severity.HIGH),
     (
         "duplicate_issuer_serial_in_store",
-        _store(_duplicate_signer),
+        _auth(_store(_duplicate_signer)),
         "cert-store-duplicate",
         Severity.HIGH,
     ),
-    ("ec_cert_in_store", _store(_ec_signer), "cert-store-non-rsa", Severity.HIGH),
-    ("non_certificate_in_store", _store(_garbage_signer), "cert-store-invalid", Severity.HIGH),
-    ("store_matching_nothing", _store(_empty_store), "cert-store-empty", Severity.HIGH),
-    ("signing_cert_not_matching_key", _other_signing_cert, "signing-cert-invalid", Severity.HIGH),
+    ("ec_cert_in_store", _auth(_store(_ec_signer)), "cert-store-non-rsa", Severity.HIGH),
+    (
+        "non_certificate_in_store",
+        _auth(_store(_garbage_signer)),
+        "cert-store-invalid",
+        Severity.HIGH,
+    ),
+    ("store_matching_nothing", _auth(_store(_empty_store)), "cert-store-empty", Severity.HIGH),
+    (
+        "signing_cert_not_matching_key",
+        _auth(_other_signing_cert),
+        "signing-cert-invalid",
+        Severity.HIGH,
+    ),
     ("world_readable_client_key", _key_world_readable, "private-key-exposed", Severity.HIGH),
     ("no_broker_url", _drop("broker_url"), "broker-url-unset", Severity.HIGH),
     (
@@ -602,13 +713,15 @@ CASES: list[tuple[str, Change, str, Severity]] = [
     ),
     (
         "uppercase_setting_name",
-        _set(CELERY_TASK_SERIALIZER="auth"),
+        _set(CELERY_TASK_SERIALIZER="json"),
         "deprecated-setting-name",
         Severity.LOW,
     ),
     (
         "remote_control_without_signing",
-        _set(task_serializer="json", accept_content=["json"], worker_enable_remote_control=True),
+        lambda conf, files: (
+            conf.pop("celery_provision_envelope"), conf.update(worker_enable_remote_control=True)
+        ),
         "remote-control-unsigned",
         Severity.LOW,
     ),
@@ -721,17 +834,77 @@ def test_cert_name_in_url_is_noted_for_redis_py_tools(files: dict[str, Path]) ->
     assert {f.severity for f in only(conf, "cert-reqs-inconsistent")} == {Severity.LOW}
 
 
-def test_remote_control_with_signing_is_fine(files: dict[str, Path]) -> None:
+def test_remote_control_under_the_envelope_counts_as_signed(files: dict[str, Path]) -> None:
     conf = secure_settings(files) | {"worker_enable_remote_control": True}
     assert "remote-control-unsigned" not in codes(conf)
+
+
+def test_remote_control_with_auth_signing_counts_as_signed(files: dict[str, Path]) -> None:
+    conf = auth_settings(files) | {"worker_enable_remote_control": True}
+    assert "remote-control-unsigned" not in codes(conf)
+
+
+def test_envelope_setting_is_not_a_no_effect_setting(files: dict[str, Path]) -> None:
+    assert "no-effect-setting" not in codes(secure_settings(files))
+
+
+def test_envelope_config_is_not_told_to_sign(files: dict[str, Path]) -> None:
+    assert "signing-disabled" not in codes(secure_settings(files))
+
+
+def test_incomplete_envelope_names_each_missing_key(files: dict[str, Path]) -> None:
+    conf = secure_settings(files)
+    _envelope(store=None, max_age=None)(conf, files)
+    [finding] = only(conf, "envelope-incomplete")
+    assert "store, max_age" in finding.reason and "signing-disabled" not in codes(conf)
+
+
+def test_envelope_files_absent_here_are_only_noted(files: dict[str, Path]) -> None:
+    conf = secure_settings(files)
+    _envelope(ca="/nonexistent/ca.pem", store="/nonexistent/signers")(conf, files)
+    assert {f.severity for f in only(conf, "file-not-found")} == {Severity.INFO}
+    assert len(only(conf, "file-not-found")) == 2
+
+
+def test_worker_letting_its_own_signer_call_any_task_is_only_noted(files: dict[str, Path]) -> None:
+    conf = secure_settings(files)
+    _envelope(allowed={"worker-1": ["*"], "client-1": ["*"]})(conf, files)
+    [finding] = only(conf, "envelope-allows-any-task")
+    assert finding.severity is Severity.INFO and "client-1, worker-1" in finding.reason
+
+
+def test_auth_serializer_finding_names_the_envelope_as_the_fix(files: dict[str, Path]) -> None:
+    [finding] = only(auth_settings(files), "auth-serializer-headers-unsigned")
+    assert "task name, id, ETA, expiry travel unsigned" in finding.reason
+    assert "nothing refuses replays" in finding.reason
+    assert "celery_provision_envelope" in finding.fix
+    assert "celery_provision.runtime.secure(app)" in finding.fix
+
+
+def test_auth_in_accept_content_beside_the_envelope_is_flagged(files: dict[str, Path]) -> None:
+    conf = secure_settings(files) | {"accept_content": ["celery-provision-json", "auth"]}
+    assert "auth-serializer-headers-unsigned" in codes(conf)
+
+
+def test_pickle_beside_the_envelope_stays_critical(files: dict[str, Path]) -> None:
+    conf = secure_settings(files) | {"accept_content": ["celery-provision-json", "pickle"]}
+    assert Severity.CRITICAL in {f.severity for f in only(conf, "unsafe-serializer")}
 
 
 def test_unsigned_results_are_only_noted(files: dict[str, Path]) -> None:
     assert {f.severity for f in only(secure_settings(files), "results-unsigned")} == {Severity.INFO}
 
 
-def test_signed_results_are_not_noted(files: dict[str, Path]) -> None:
-    conf = secure_settings(files) | {"result_serializer": "auth", "result_accept_content": ["auth"]}
+def test_envelope_signed_results_are_not_noted(files: dict[str, Path]) -> None:
+    conf = secure_settings(files) | {
+        "result_serializer": "celery-provision-result",
+        "result_accept_content": ["celery-provision-result"],
+    }
+    assert not {"results-unsigned", "unknown-serializer"} & codes(conf)
+
+
+def test_auth_signed_results_are_not_noted(files: dict[str, Path]) -> None:
+    conf = auth_settings(files) | {"result_serializer": "auth", "result_accept_content": ["auth"]}
     assert "results-unsigned" not in codes(conf)
 
 
@@ -752,7 +925,7 @@ def test_loads_a_module_path_from_the_current_directory(
     (pkg / "celeryconfig.py").write_text(SECURE_MODULE.format(etc=str(files["ca"].parent)))
     monkeypatch.chdir(tmp_path)
     conf = load_config("proj_audit_fixture.celeryconfig")
-    assert conf["task_serializer"] == "auth" and conf["__file__"].endswith("celeryconfig.py")
+    assert conf["task_serializer"] == "celery-provision-json" and conf["__file__"].endswith("celeryconfig.py")
 
 
 def test_imports_and_helpers_are_not_settings(tmp_path: Path) -> None:

@@ -157,6 +157,12 @@ CASES = {
         1,
     ),
     "secure_app": _case("secure_app/celery.py", {"file-not-found"}, 0, {"broker_password"}),
+    "celery_message_signing": _case(
+        "celery_message_signing/celery.py",
+        {"auth-serializer-headers-unsigned", "file-not-found"},
+        0,
+        {"broker_password"},
+    ),
 }
 
 

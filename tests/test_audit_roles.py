@@ -28,6 +28,7 @@ from celery_provision.audit import (
     format_table,
     read_config,
 )
+from celery_provision.audit.checks import ENVELOPE, ENVELOPE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(__file__).parent / "audit_fixtures" / "insecure_shared_config.py"
@@ -93,6 +94,14 @@ def test_rendered_worker_with_operators_only_notes_remote_control(
 ) -> None:
     findings = audit_config(read_config(str(_rendered(deployments["local"], "worker-1", tmp_path))))
     assert [f.severity for f in findings if f.code == "remote-control-on"] == [Severity.INFO]
+
+
+@pytest.mark.parametrize("host", INVENTORIES["local"])
+def test_rendered_envelope_has_exactly_the_keys_the_audit_requires(
+    deployments: dict[str, model.Deployment], host: str, tmp_path: Path
+) -> None:
+    conf = read_config(str(_rendered(deployments["local"], host, tmp_path)))
+    assert tuple(conf.settings[ENVELOPE]) == ENVELOPE_KEYS
 
 
 def test_rendered_docstring_names_the_audit_command_for_its_role(
@@ -175,11 +184,17 @@ def secure_client() -> dict[str, Any]:
         },
         "broker_password": "read-from-a-file",
         "broker_connection_retry_on_startup": True,
-        "task_serializer": "auth",
-        "accept_content": ["auth"],
-        "security_key": f"{etc}/signing.key",
-        "security_certificate": f"{etc}/signing.pem",
-        "security_cert_store": f"{etc}/signers/*.pem",
+        "celery_provision_envelope": {
+            "signer": "client-1",
+            "key": f"{etc}/signing.key",
+            "cert": f"{etc}/signing.pem",
+            "ca": f"{etc}/ca.pem",
+            "store": f"{etc}/signers",
+            "max_age": 86400,
+            "allowed": {},
+        },
+        "task_serializer": "celery-provision-json",
+        "accept_content": ["celery-provision-json"],
         "task_queues": {
             "celery": {"exchange": "celery.tasks", "exchange_type": "topic",
                        "routing_key": "celery", "no_declare": True},
@@ -262,8 +277,15 @@ def test_worker_may_declare_queues_and_carry_worker_settings() -> None:
     assert ROLE_RULES & codes(audit_config(conf, role="worker")) == set()
 
 
+def unsigned_client() -> dict[str, Any]:
+    """The producer's settings without the envelope: JSON tasks, unsigned."""
+    conf = secure_client()
+    del conf["celery_provision_envelope"]
+    return conf
+
+
 def test_worker_only_rules_do_not_apply_to_producers() -> None:
-    conf = secure_client() | {"task_serializer": "json", "accept_content": ["json"]}
+    conf = unsigned_client()
     assert "remote-control-unsigned" in codes(audit_config(conf, role="worker"))
     assert not {"remote-control-unsigned", "remote-control-on"} & codes(
         audit_config(conf, role="client")
@@ -271,8 +293,7 @@ def test_worker_only_rules_do_not_apply_to_producers() -> None:
 
 
 def test_unsigned_worker_is_told_once_about_remote_control() -> None:
-    conf = secure_client() | {"task_serializer": "json", "accept_content": ["json"]}
-    found = codes(audit_config(conf, role="worker"))
+    found = codes(audit_config(unsigned_client(), role="worker"))
     assert "remote-control-unsigned" in found and "remote-control-on" not in found
 
 

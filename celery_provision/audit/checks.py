@@ -21,11 +21,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from celery.app.defaults import _TO_NEW_KEY, DEFAULTS, SETTING_KEYS
 
+from ..runtime import protect as _runtime
 from . import certs
 from .config import Config, Partial, Unresolved
 from .rules import DEFAULT_ROLE, ROLES, Finding, rule
 
-__all__ = ["audit_config", "canonical_name"]
+__all__ = ["ENVELOPE", "ENVELOPE_KEYS", "audit_config", "canonical_name"]
+
+#: The setting celery_provision.runtime reads: the signed envelope's identity and trust.
+ENVELOPE = _runtime.CONFIG
+#: The keys of ``celery_provision_envelope`` that celery_provision.runtime reads (render.py
+#: writes each of them).
+ENVELOPE_KEYS = ("signer", "key", "cert", "ca", "store", "max_age", "allowed")
 
 _AMQP_SCHEMES = {"amqp", "pyamqp", "librabbitmq"}
 _REDIS_SCHEMES = {"redis", "sentinel"}
@@ -35,8 +42,11 @@ _CONTENT_TYPES = {
     "application/x-yaml": "yaml",
     "application/x-msgpack": "msgpack",
     "application/data": "auth",
+    _runtime.TASK_CONTENT_TYPE: _runtime.TASK_SERIALIZER,
+    _runtime.CONTENT_TYPE: _runtime.SERIALIZER,
+    _runtime.RESULT_CONTENT_TYPE: _runtime.RESULT_SERIALIZER,
 }
-_SAFE_CONTENT = {"json", "msgpack", "auth"}
+_SAFE_CONTENT = {"json", "msgpack", "auth", _runtime.TASK_SERIALIZER, _runtime.SERIALIZER, _runtime.RESULT_SERIALIZER}
 _CERT_REQS_WORDS = {"none": "none", "optional": "optional", "required": "required"}
 _CERT_REQS_NAMES = {"CERT_NONE": "none", "CERT_OPTIONAL": "optional", "CERT_REQUIRED": "required"}
 _CERT_REQS_INTS = {
@@ -131,7 +141,11 @@ class _Audit:
         self.old_names: dict[str, str] = {}
         self.unknown: list[str] = []
         self.unresolved: set[str] = set()  # Celery's names of settings set to something unknown
+        self.has_envelope = ENVELOPE in conf.settings  # read by celery_provision.runtime
+        self.envelope: Any = conf.settings.get(ENVELOPE)
         for name, value in conf.settings.items():
+            if name == ENVELOPE:
+                continue
             new, old = canonical_name(name, conf.namespace)
             if new is None:
                 self.unknown.append(name)
@@ -252,23 +266,33 @@ class _Audit:
             isinstance(v, Unresolved) for v in self.eff.get("accept_content") or ()
         )
 
-    def signing_on(self) -> bool:
+    def auth_on(self) -> bool:
+        """Whether Celery's auth serializer signs every task message this config takes."""
         return self.eff.get("task_serializer") == "auth" and {
             k for k, _ in self._content("accept_content")
         } == {"auth"}
 
+    def control_signed(self) -> bool:
+        """Whether control messages are signed: the envelope's ``celery-provision`` serializer
+        (whatever the tasks use), or the auth serializer under ``setup_security()``."""
+        return self.has_envelope or (self.signing_known() and self.auth_on())
+
     def check_signing(self) -> None:
         task_ser = self.eff.get("task_serializer")
         accepted = {k for k, _ in self._content("accept_content")}
-        if not self.signing_known():
+        if self.has_envelope:
+            self.check_envelope(accepted)
+        elif not self.signing_known():
             pass
         elif task_ser == "auth" and "auth" in accepted and accepted != {"auth"}:
             others = ", ".join(sorted(accepted - {"auth"}))
             self.flag("unsigned-accepted", "accept_content", others=others)
-        elif task_ser != "auth" or accepted != {"auth"}:
+        elif not self.auth_on():
             setting = "task_serializer" if task_ser != "auth" else "accept_content"
             self.flag("signing-disabled", setting)
         if task_ser == "auth" or "auth" in accepted:
+            setting = "task_serializer" if task_ser == "auth" else "accept_content"
+            self.flag("auth-serializer-headers-unsigned", setting)
             missing = [
                 s
                 for s in ("security_key", "security_certificate", "security_cert_store")
@@ -284,6 +308,49 @@ class _Audit:
             self.check_signing_cert()
         if _is_path(self.eff.get("security_key")):
             self.check_key_file("security_key", str(self.eff["security_key"]))
+
+    def check_envelope(self, accepted: set[str]) -> None:
+        """The celery-provision envelope: its keys, JSON task messages, its files, its allow-list."""
+        env = self.envelope
+        if isinstance(env, Unresolved):
+            return
+        if isinstance(env, Mapping):
+            missing = [k for k in ENVELOPE_KEYS if k not in env]
+        else:
+            missing = list(ENVELOPE_KEYS)
+        if missing:
+            self.flag("envelope-incomplete", ENVELOPE, missing=", ".join(missing))
+        task_ser = self.eff.get("task_serializer")
+        wanted = _runtime.TASK_SERIALIZER
+        if not self.unknown_value("task_serializer") and _content_kind(str(task_ser)) != wanted:
+            self.flag("envelope-serializer", "task_serializer", raw=str(task_ser), wanted=wanted)
+        if self.signing_known() and accepted - {wanted}:
+            others = ", ".join(sorted(accepted - {wanted}))
+            self.flag("envelope-serializer/accepted", "accept_content", others=others, wanted=wanted)
+        if not isinstance(env, Mapping):
+            return
+        if _is_path(env.get("key")):
+            self.check_key_file(ENVELOPE, str(env["key"]))
+        for key in ("cert", "ca"):
+            if _is_path(env.get(key)) and not os.path.exists(str(env[key])):
+                self.file_missing(ENVELOPE, str(env[key]))
+        store = env.get("store")
+        if _is_path(store):
+            if not os.path.isdir(str(store)):
+                self.file_missing(ENVELOPE, str(store))
+            elif not glob.glob(os.path.join(str(store), "*.pem")):
+                self.flag("cert-store-empty", ENVELOPE, pattern=os.path.join(str(store), "*.pem"))
+        allowed = env.get("allowed")
+        if isinstance(allowed, Mapping):
+            anyone = sorted(
+                str(signer) for signer, patterns in allowed.items()
+                if isinstance(patterns, (list, tuple)) and "*" in patterns
+            )
+            if anyone:
+                whose = "its" if len(anyone) == 1 else "their"
+                self.flag(
+                    "envelope-allows-any-task", ENVELOPE, signers=", ".join(anyone), whose=whose
+                )
 
     def check_cert_store(self) -> None:
         pattern = self.eff.get("security_cert_store")
@@ -404,7 +471,7 @@ class _Audit:
             )
         if (
             (self.eff.get("result_backend") or self.unknown_value("result_backend"))
-            and self.eff.get("result_serializer") != "auth"
+            and self.eff.get("result_serializer") not in {_runtime.RESULT_SERIALIZER, "auth"}
             and not self.unknown_value("result_serializer")
         ):
             self.flag("results-unsigned", "result_serializer")
@@ -621,7 +688,7 @@ class _Audit:
 
     def check_behaviour(self) -> None:
         remote = self.eff.get("worker_enable_remote_control")
-        if remote and not self.signing_on() and self.signing_known():
+        if remote and not self.control_signed() and self.signing_known():
             self.flag("remote-control-unsigned", "worker_enable_remote_control")
         if self.eff.get("worker_pool_restarts") and remote:
             self.flag("pool-restarts-enabled", "worker_pool_restarts")
@@ -657,7 +724,7 @@ class _Audit:
         Unsigned control is ``remote-control-unsigned``'s; here every signer can control.
         """
         setting = "worker_enable_remote_control"
-        if self.unknown_value(setting) or not self.signing_known() or not self.signing_on():
+        if self.unknown_value(setting) or not self.control_signed():
             return
         pidbox = f"the control exchange {self.eff.get('control_exchange') or 'celery'}.pidbox"
         if setting not in self.set:

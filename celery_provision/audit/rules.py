@@ -107,8 +107,16 @@ _CRIT, _HIGH, _MED, _LOW, _INFO = (
     Severity.LOW,
     Severity.INFO,
 )
-_SERIALIZER_FIX = "use 'auth' for tasks (signed JSON) and 'json' for results and events"
-_YAML_FIX = "use 'auth' for tasks and 'json' for results and events"
+_SERIALIZER_FIX = (
+    "use 'json' for tasks (signed by the celery-provision envelope), 'json' or "
+    "'celery-provision-result' for results and 'json' for events"
+)
+_YAML_FIX = _SERIALIZER_FIX
+_ENVELOPE_FIX = (
+    "use the celery-provision envelope: the celery_provision_envelope setting (rendered by "
+    "celery-provision render) with task_serializer = 'json' and accept_content = ['json'], and "
+    "call celery_provision.runtime.secure(app) after app.config_from_object(...)"
+)
 _PASSWORD_FIX = (
     "read it from a 0600 file at import time (e.g. Path(...).read_text().strip()) instead"
 )
@@ -151,21 +159,59 @@ TABLE: tuple[Rule, ...] = (
         "unknown-serializer", _MED, "custom serializer whose safety cannot be checked",
         "{raw!r} is a custom serializer: this audit cannot tell whether decoding untrusted input "
         "is safe",
-        "use 'auth'/'json', or review the custom decoder for code execution",
+        "use 'json' (with the celery-provision envelope), or review the custom decoder for "
+        "code execution",
     ),
-    # -- message signing
+    # -- message signing: the celery-provision envelope
     Rule(
         "signing-disabled", _MED,
-        "task messages are not signed (task_serializer/accept_content not 'auth')",
+        "task messages are not signed (neither the celery-provision envelope nor 'auth')",
         "task messages are not signed: anyone who can publish to the broker can run any "
         "registered task",
-        "set task_serializer = 'auth', accept_content = ['auth'], security_* and call "
-        "app.setup_security()",
+        _ENVELOPE_FIX,
+    ),
+    Rule(
+        "envelope-incomplete", _MED, "celery_provision_envelope without some of its keys",
+        "celery_provision_envelope lacks {missing}: celery_provision.runtime.secure(app) "
+        "refuses to start without them",
+        "render the configuration again (celery-provision render), or set {missing} as "
+        "rendered configurations do",
+    ),
+    Rule(
+        "envelope-serializer", _MED, "the envelope with task messages of another serializer",
+        "task_serializer {raw!r}: workers under the celery-provision envelope refuse every task "
+        "message that is not {wanted}, so these tasks never run; plain JSON also runs unchecked "
+        "where an app forgets secure(app)",
+        "set task_serializer = '{wanted}' (JSON that only secure(app) can send or accept)",
+    ),
+    Rule(
+        "envelope-serializer", _LOW, "the envelope with accept_content wider than its serializer",
+        "accept_content also takes {others}: the envelope refuses such task messages before "
+        "Celery decodes them, so this only states a wider intent than enforced",
+        "set accept_content = ['{wanted}']",
+        variant="accepted",
+    ),
+    Rule(
+        "envelope-allows-any-task", _INFO, "a signer the worker's allow-list lets call every task",
+        "{signers} may call every task registered here ('*'): whoever holds {whose} signing "
+        "key can run any of them, with any arguments",
+        "narrow celery_provision_allowed_tasks of {signers} to the task names (globs) {whose} "
+        "code sends, then render and deploy again",
+        roles=_WORKER,
+    ),
+    # -- message signing: Celery's auth serializer
+    Rule(
+        "auth-serializer-headers-unsigned", _MED,
+        "Celery's auth serializer: the body is signed, the headers are not",
+        "Celery's auth serializer signs the body only: task name, id, ETA, expiry travel "
+        "unsigned, and nothing refuses replays, so a captured message can be re-labelled as "
+        "another task or sent again",
+        _ENVELOPE_FIX,
     ),
     Rule(
         "unsigned-accepted", _HIGH, "signing is on but accept_content still takes unsigned content",
         "tasks are signed but workers also accept {others}: a forged unsigned task still runs",
-        "set accept_content = ['auth']",
+        "set accept_content = ['auth'], or better, use the celery-provision envelope",
     ),
     Rule(
         "signing-incomplete", _MED, "auth serializer without security_key/certificate/cert_store",
@@ -198,7 +244,8 @@ TABLE: tuple[Rule, ...] = (
         "keep only signer certificates (PEM) in the store",
     ),
     Rule(
-        "cert-store-empty", _HIGH, "security_cert_store matches no certificate",
+        "cert-store-empty", _HIGH,
+        "the signer store (security_cert_store, the envelope's store) holds no certificate",
         "{pattern!r} matches no file: no signer is trusted, every signed message is refused",
         "point it at the signers directory of the PKI (one PEM per worker/client)",
     ),
@@ -399,8 +446,8 @@ TABLE: tuple[Rule, ...] = (
         "remote control on without signing: broker write access = worker control",
         "control messages are unsigned: anyone who can publish to the broker can shut down or "
         "reconfigure workers",
-        "enable signing (control messages then use the auth serializer) or set "
-        "worker_enable_remote_control = False",
+        "use the celery-provision envelope (control messages then use its signed "
+        "'celery-provision' serializer) or set worker_enable_remote_control = False",
         roles=_WORKER,
     ),
     Rule(
@@ -419,8 +466,9 @@ TABLE: tuple[Rule, ...] = (
         "results-unsigned", _INFO, "results in the backend are not signed",
         "results are stored unsigned: whoever can write to the backend can forge a task's "
         "return value",
-        "set result_serializer = 'auth' and result_accept_content = ['auth'] if callers act on "
-        "results",
+        "if callers act on results, sign them: result_serializer = 'celery-provision-result' "
+        "and result_accept_content = ['celery-provision-result'] (celery-provision renders "
+        "them with celery_provision_signed_results: true)",
     ),
     Rule(
         "old-task-protocol", _LOW, "task_protocol 1",

@@ -2,9 +2,9 @@
 
 Never deploy this. Its TLS and signing are in order; what is wrong is who uses it.
 `celery-provision audit --role worker` must flag remote control left at Celery's
-default; `--role client` (the web app, a producer) must flag the worker settings it
-carries, the queues it declares and the task-sent events it publishes; `--role operator`
-the worker settings. The files it names do not exist here (only noted).
+default (and note that the web app may call every task); `--role client` (the web app, a
+producer) must flag the worker settings it carries, the queues it declares and the
+task-sent events it publishes; `--role operator` the worker settings. The files it names do not exist here (only noted).
 """
 
 import ssl
@@ -23,12 +23,18 @@ broker_use_ssl = {
 }
 broker_connection_retry_on_startup = True
 
-task_serializer = "auth"
-accept_content = ["auth"]
-security_key = str(_ETC / "signing.key")
-security_certificate = str(_ETC / "signing.pem")
-security_cert_store = str(_ETC / "signers" / "*.pem")
-security_digest = "sha256"
+# Every message signed in the celery-provision envelope (celery_provision.runtime.secure).
+celery_provision_envelope = {
+    "signer": "worker-1",
+    "key": str(_ETC / "signing.key"),
+    "cert": str(_ETC / "signing.pem"),
+    "ca": str(_ETC / "ca.pem"),
+    "store": str(_ETC / "signers"),
+    "max_age": 86400,
+    "allowed": {"worker-1": ["proj.*"], "web-1": ["*"]},  # the web app may call every task
+}
+task_serializer = "celery-provision-json"
+accept_content = ["celery-provision-json"]
 
 # The worker's settings, which the web app gets too. worker_enable_remote_control is
 # left out, so Celery's default (on) applies.

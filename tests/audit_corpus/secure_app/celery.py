@@ -1,13 +1,16 @@
 """A secure app module in the shape this toolkit renders, secrets read from files at import.
 
 Origin: celery-provision's own rendered celeryconfig (roles/celery_worker), folded into an app
-module; the password files and PEMs live on the worker host, not here.
+module, with the one call the envelope needs (celery_provision.runtime.secure); the password
+files and PEMs live on the worker host, not here.
 """
 
 import ssl
 from pathlib import Path
 
 from celery import Celery
+
+from celery_provision.runtime import secure
 
 ETC = Path("/etc/celery-provision-corpus")
 
@@ -23,10 +26,17 @@ app.conf.update(
         "server_hostname": "rabbit-1.example",
     },
     broker_connection_retry_on_startup=True,
-    task_serializer="auth",
-    accept_content=["auth"],
-    security_key=str(ETC / "signing.key"),
-    security_certificate=str(ETC / "signing.pem"),
-    security_cert_store=str(ETC / "signers" / "*.pem"),
+    celery_provision_envelope={
+        "signer": "worker-1",
+        "key": str(ETC / "signing.key"),
+        "cert": str(ETC / "signing.pem"),
+        "ca": str(ETC / "ca.pem"),
+        "store": str(ETC / "signers"),
+        "max_age": 86400,
+        "allowed": {"worker-1": ["proj.*"], "web-1": ["proj.reports.*"]},
+    },
+    task_serializer="celery-provision-json",
+    accept_content=["celery-provision-json"],
     worker_enable_remote_control=False,
 )
+secure(app)

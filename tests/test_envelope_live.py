@@ -13,7 +13,7 @@ messages are signed by the last identity secured.
 
 Tasks note each run in files under `runs/` (one line per run, the pool process id), so
 that a test counts executions instead of trusting results. Each security test was seen
-to fail with its protection removed (docs in the test's docstring name the protection).
+to fail with its protection removed (the test's docstring names the protection).
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ def store(live: Live) -> Iterator[Callable[..., None]]:
 
 
 @contextmanager
-def captured(live: Live) -> Iterator[list[dict[str, Any]]]:
+def captured() -> Iterator[list[dict[str, Any]]]:
     """The task messages this process publishes meanwhile, as sent (envelope included)."""
     from celery import signals
 
@@ -371,7 +371,8 @@ def captured(live: Live) -> Iterator[list[dict[str, Any]]]:
 
 
 def republish(live: Live, message: dict[str, Any], queue: str) -> None:
-    """Publish a captured task message again, byte for byte, with kombu (no new signature)."""
+    """Publish a captured task message again with kombu, envelope as it was (no new
+    signature) and body serialized by the same JSON serializer: the same bytes."""
     app = live.apps["client"]
     with app.producer_or_acquire() as producer:
         producer.publish(message["body"], exchange=queue, routing_key=queue, headers=message["headers"],
@@ -390,7 +391,7 @@ def verdict(live: Live, worker: str, task_id: str, tag: str, *, runs: int = 0) -
         if len(live.runs_of(tag)) > runs:
             return f"not refused: it ran ({len(live.runs_of(tag))} runs in all)"
         time.sleep(0.05)
-    return f"{worker} did neither refuse nor run it in {TIMEOUT:.0f} s"
+    return f"{worker} neither refused nor ran it in {TIMEOUT:.0f} s"
 
 
 # --- the canvas and Celery's own features, under the envelope ------------------------------
@@ -469,7 +470,7 @@ def test_unsigned_revoke_is_not_obeyed(live: Live) -> None:
 def _completed_message(live: Live) -> tuple[str, dict[str, Any]]:
     """A count task that ran once on worker-1, and its message as it was sent."""
     tag = _tag()
-    with captured(live) as seen:
+    with captured() as seen:
         assert live.sig("client", "envlive.count", tag).delay().get(timeout=TIMEOUT) == tag
     (message,) = seen
     assert len(live.runs_of(tag)) == 1

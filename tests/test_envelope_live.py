@@ -19,6 +19,7 @@ to fail with its protection removed (the test's docstring names the protection).
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import shutil
 import signal
@@ -295,6 +296,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         finally:
             for name in live.workers:
                 live.stop(name)
+            gc.collect()  # results never fulfilled (a refused chain's steps) unsubscribe while Redis runs
             for app in live.apps.values():
                 app.close()
     finally:
@@ -519,6 +521,16 @@ def test_disallowed_task_of_a_restricted_producer_is_refused(live: Live) -> None
     (`may_call`)."""
     tag = _tag()
     res = live.apps["client"].send_task("envadmin.purge", args=[tag])
+    with pytest.raises(SecurityError, match="may not call envadmin.purge"):
+        res.get(timeout=TIMEOUT)
+    assert live.runs_of(tag) == []
+
+
+def test_disallowed_task_later_in_a_chain_is_refused_before_any_step_runs(live: Live) -> None:
+    """The first message's body names every later step; the caller holds the last step's
+    result. Protection: the allow-list applies to the body's signatures (`signatures`)."""
+    tag = _tag()
+    res = chain(live.sig("client", "envlive.count", tag), live.sig("client", "envadmin.purge")).delay()
     with pytest.raises(SecurityError, match="may not call envadmin.purge"):
         res.get(timeout=TIMEOUT)
     assert live.runs_of(tag) == []

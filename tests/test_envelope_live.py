@@ -290,7 +290,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 app = Celery("envlive", set_as_current=False)
                 app.config_from_object(configs[host])
                 secure(app)
-                assert app.conf.task_serializer == "json"  # configured now: secured in this order
+                # Configured now, so secured in this order.
+                assert app.conf.task_serializer == configs[host]["task_serializer"]
                 live.apps[key] = app
             yield live
         finally:
@@ -374,11 +375,11 @@ def captured() -> Iterator[list[dict[str, Any]]]:
 
 def republish(live: Live, message: dict[str, Any], queue: str) -> None:
     """Publish a captured task message again with kombu, envelope as it was (no new
-    signature) and body serialized by the same JSON serializer: the same bytes."""
+    signature) and body serialized by the same serializer: the same bytes."""
     app = live.apps["client"]
     with app.producer_or_acquire() as producer:
         producer.publish(message["body"], exchange=queue, routing_key=queue, headers=message["headers"],
-                         serializer="json")
+                         serializer=app.conf.task_serializer)
 
 
 def verdict(live: Live, worker: str, task_id: str, tag: str, *, runs: int = 0) -> str:
@@ -464,6 +465,20 @@ def test_unsigned_revoke_is_not_obeyed(live: Live) -> None:
         plain.close()
     assert res.get(timeout=TIMEOUT) == tag
     assert f"Tasks flagged as revoked: {res.id}" not in live.log_text("worker-1")
+
+
+def test_unsigned_task_message_is_refused(live: Live) -> None:
+    """client-1's configuration without `secure` (this process has the task serializer
+    registered, so the app can send): the message carries no envelope. Protection: the
+    worker's envelope check (`Trust.verify_task`)."""
+    tag = _tag()
+    plain = Celery("envlive", set_as_current=False)
+    plain.config_from_object(live.configs["client-1"])
+    try:
+        res = plain.send_task("envlive.count", args=[tag])
+    finally:
+        plain.close()
+    assert verdict(live, "worker-1", res.id, tag) == "?: unsigned (no envelope)"
 
 
 # --- replays: the record of completed tasks is in Redis --------------------------------------

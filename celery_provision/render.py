@@ -65,7 +65,12 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
                "ca": str(files.ca), "max_age": s.message_max_age,
                "result_serializer": RESULT_SERIALIZER if s.signed_results else "json",
                # Only a worker checks task messages: whom it believes, and what each may call.
-               "allowed": {h.name: list(h.allowed_tasks) for h in d.apps} if host.is_worker else {}}
+               "allowed": {h.name: list(h.allowed_tasks) for h in d.apps} if host.is_worker else {},
+               # Who may sign the control messages this host receives (a worker: operators'
+               # commands; an operator: workers' replies) and the results it reads (workers).
+               "control": [h.name for h in d.apps if (h.is_operator if host.is_worker else
+                                                       h.is_worker if host.is_operator else False)],
+               "results": [h.name for h in d.apps if h.is_worker]}
     secret = dict(files.secrets)
 
     endpoints = d.endpoints(s.broker)

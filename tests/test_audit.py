@@ -157,6 +157,8 @@ def secure_settings(f: dict[str, Path]) -> dict[str, Any]:
             "store": str(f["signers"]),
             "max_age": 86400,
             "allowed": {"worker-1": ["proj.*"], "client-1": ["proj.reports.*"]},
+            "control": ["ops-1"],
+            "results": ["worker-1"],
         },
         "task_serializer": "celery-provision-json",
         "accept_content": ["celery-provision-json"],
@@ -230,6 +232,8 @@ celery_provision_envelope = {{
     "store": str(_ETC / "signers"),
     "max_age": 86400,
     "allowed": {{"worker-1": ["proj.*"], "client-1": ["proj.reports.*"]}},
+    "control": ["ops-1"],
+    "results": ["worker-1"],
 }}
 task_serializer = "celery-provision-json"
 accept_content = ["celery-provision-json"]

@@ -192,6 +192,8 @@ def secure_client() -> dict[str, Any]:
             "store": f"{etc}/signers",
             "max_age": 86400,
             "allowed": {},
+            "control": [],
+            "results": ["worker-1"],
         },
         "task_serializer": "celery-provision-json",
         "accept_content": ["celery-provision-json"],

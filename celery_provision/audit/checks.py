@@ -32,7 +32,7 @@ __all__ = ["ENVELOPE", "ENVELOPE_KEYS", "audit_config", "canonical_name"]
 ENVELOPE = _runtime.CONFIG
 #: The keys of ``celery_provision_envelope`` that celery_provision.runtime reads (render.py
 #: writes each of them).
-ENVELOPE_KEYS = ("signer", "key", "cert", "ca", "store", "max_age", "allowed")
+ENVELOPE_KEYS = ("signer", "key", "cert", "ca", "store", "max_age", "allowed", "control", "results")
 
 _AMQP_SCHEMES = {"amqp", "pyamqp", "librabbitmq"}
 _REDIS_SCHEMES = {"redis", "sentinel"}

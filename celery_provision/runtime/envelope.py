@@ -281,8 +281,10 @@ class Trust:
         return signer
 
     # -- blobs (control messages, results)
-    def open_blob(self, data: bytes, *, max_age: float | None = None, now: float | None = None) -> tuple[str, bytes]:
-        """(signer, data) of a signed blob, or Refused."""
+    def open_blob(self, data: bytes, *, max_age: float | None = None, signers: Sequence[str] | None = None,
+                  now: float | None = None) -> tuple[str, bytes]:
+        """(signer, data) of a signed blob, or Refused; *signers*: who may have signed it (None:
+        any signer of the store)."""
         now = time.time() if now is None else now
         try:
             env = json.loads(data)
@@ -294,6 +296,8 @@ class Trust:
             raise Refused("malformed envelope") from None
         env_signed = {**env, "data": inner}
         signer = self._check({**env, "sig": sig}, lambda: _BLOB_CONTEXT + _canonical(env_signed), now)
+        if signers is not None and signer not in signers:
+            raise Refused("may not send this kind of message", signer, authentic=True)
         limit = self.max_age if max_age is None else max_age
         if now - float(env["at"]) > limit:
             raise Refused(f"signed more than {limit:.0f} s ago", signer, authentic=True)

@@ -60,6 +60,10 @@ class Runtime:
             self.signer = Signer.load(cfg["signer"], cfg["key"], cfg["cert"])
             self.trust = Trust(cfg["store"], cfg["ca"], {k: tuple(v) for k, v in cfg.get("allowed", {}).items()},
                                float(cfg.get("max_age", 86400)))
+            #: Who may sign what this host receives as control messages (a worker: operators'
+            #: commands; an operator: workers' replies) and as signed results (workers).
+            self.control = tuple(cfg["control"])
+            self.results = tuple(cfg["results"])
         except KeyError as exc:
             raise ImproperlyConfigured(f"{CONFIG} lacks {exc.args[0]!r}: render the configuration again") from None
         except (OSError, ValueError) as exc:
@@ -76,15 +80,14 @@ class Runtime:
         client = self._client()
         return bool(client is not None and client.exists(DONE_PREFIX + task_id))
 
-    def mark_completed(self, task_id: str, request: Any) -> None:
-        """Record *task_id* as completed for as long as a replay of its message could be accepted."""
+    def mark_completed(self, task_id: str, envelope: Any, eta: Any) -> None:
+        """Record *task_id* as completed (or revoked) for as long as a replay of its message,
+        signed in *envelope* with *eta*, could be accepted."""
         client = self._client()
         if client is None:
             return
-        env = getattr(request, HEADER, None) or {}
         ttl = self.trust.max_age
-        at = float(env.get("at", time.time())) if isinstance(env, Mapping) else time.time()
-        eta = getattr(request, "eta", None)
+        at = float(envelope.get("at", time.time())) if isinstance(envelope, Mapping) else time.time()
         if eta:
             ttl += max(0.0, timestamp(eta) - at)
         client.set(DONE_PREFIX + task_id, b"1", ex=max(1, int(ttl - (time.time() - at)) + 60))
@@ -210,11 +213,11 @@ def _register_serializers(runtime: Runtime) -> None:
     def encode(obj: Any) -> str:
         return runtime.signer.sign_blob(dumps(obj).encode()).decode()
 
-    def decoder(max_age: float | None) -> Callable[[Any], Any]:
+    def decoder(max_age: float | None, signers: tuple[str, ...]) -> Callable[[Any], Any]:
         def decode(data: Any) -> Any:
             raw = data.encode() if isinstance(data, str) else bytes(data)
             try:
-                _, inner = runtime.trust.open_blob(raw, max_age=max_age)
+                _, inner = runtime.trust.open_blob(raw, max_age=max_age, signers=signers)
             except Refused as exc:
                 log.error("celery-provision refused a signed message from %s: %s", exc.signer, exc.reason)
                 raise SecurityError(str(exc)) from None
@@ -222,9 +225,9 @@ def _register_serializers(runtime: Runtime) -> None:
         return decode
 
     serialization.register(TASK_SERIALIZER, dumps, loads, content_type=TASK_CONTENT_TYPE, content_encoding="utf-8")
-    serialization.register(SERIALIZER, encode, decoder(CONTROL_MAX_AGE), content_type=CONTENT_TYPE,
+    serialization.register(SERIALIZER, encode, decoder(CONTROL_MAX_AGE, runtime.control), content_type=CONTENT_TYPE,
                            content_encoding="utf-8")
-    serialization.register(RESULT_SERIALIZER, encode, decoder(None), content_type=RESULT_CONTENT_TYPE,
+    serialization.register(RESULT_SERIALIZER, encode, decoder(None, runtime.results), content_type=RESULT_CONTENT_TYPE,
                            content_encoding="utf-8")
 
 
@@ -246,9 +249,20 @@ def _install(app: Any) -> None:
                    task: Any = None, **_: Any) -> None:
         if task is not None and task.app is app and task_id and state in states.READY_STATES:
             try:
-                runtime.mark_completed(task_id, task.request)
+                runtime.mark_completed(task_id, getattr(task.request, HEADER, None), task.request.eta)
             except Exception:  # noqa: BLE001 - a lost record weakens replay refusal, never the task
                 log.exception("celery-provision could not record task %s as completed", task_id)
+
+    @signals.task_revoked.connect(weak=False)
+    def _revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+        """A revoked (or expired) task is done too: Celery's revoked ids live in the worker's
+        memory only, so without a record a replay would run after a restart."""
+        if sender is not None and getattr(sender, "app", None) is app and request is not None:
+            try:
+                headers = request.request_dict
+                runtime.mark_completed(request.id, headers.get(HEADER), headers.get("eta"))
+            except Exception:  # noqa: BLE001 - as above
+                log.exception("celery-provision could not record task %s as revoked", request.id)
 
 
 def secure(app: Any) -> None:

@@ -32,6 +32,8 @@ celery_provision_envelope = {
     "store": str(_ETC / "signers"),
     "max_age": 86400,
     "allowed": {"worker-1": ["proj.*"], "web-1": ["*"]},  # the web app may call every task
+    "control": [],
+    "results": ["worker-1"],
 }
 task_serializer = "celery-provision-json"
 accept_content = ["celery-provision-json"]

@@ -34,6 +34,8 @@ app.conf.update(
         "store": str(ETC / "signers"),
         "max_age": 86400,
         "allowed": {"worker-1": ["proj.*"], "web-1": ["proj.reports.*"]},
+        "control": [],
+        "results": ["worker-1"],
     },
     task_serializer="celery-provision-json",
     accept_content=["celery-provision-json"],

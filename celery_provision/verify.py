@@ -363,7 +363,9 @@ def client_app(d: Deployment, host: Host, workdir: Path) -> Any:
 
     path = render.write_all(d, workdir, hosts=[host.name], controller_paths=True)[0][0]
     app = Celery(f"verify-{host.name}", set_as_current=False)
-    app.config_from_object(load_module(path))
+    # Read now: `secure` then installs at once (a lazy read first triggered by `app.control`
+    # would leave that control's mailbox unsigned).
+    app.config_from_object(load_module(path), force=True)
     secure(app)
     return app
 
@@ -419,7 +421,7 @@ def _consume(app: Any, queue: str) -> None:
         known = app.amqp.queues.get(queue) or app.amqp.queues.new_missing(queue)
         bare = type(known)(known.name, known.exchange, known.routing_key, no_declare=True)
         consumer = app.amqp.Consumer(conn.default_channel, queues=[bare],
-                                     accept=["auth"], callbacks=[lambda body, message: message.requeue()])
+                                     accept=["json"], callbacks=[lambda body, message: message.requeue()])
         with consumer, contextlib.suppress(socket.timeout, TimeoutError):
             conn.drain_events(timeout=1)
 

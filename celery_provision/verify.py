@@ -1,6 +1,7 @@
 """Checks of a live deployment from the controller: what must connect does, what must not
-is refused (a revoked host's old certificate, key and passwords too), and a signed canary
-task makes the round trip through the running workers."""
+is refused (a revoked host's old certificate, key and passwords too), a signed canary task
+makes the round trip through the running workers, and the workers run neither a signed
+canary message re-labelled as another task nor a replay of a completed one."""
 
 from __future__ import annotations
 
@@ -363,7 +364,9 @@ def client_app(d: Deployment, host: Host, workdir: Path) -> Any:
 
     path = render.write_all(d, workdir, hosts=[host.name], controller_paths=True)[0][0]
     app = Celery(f"verify-{host.name}", set_as_current=False)
-    app.config_from_object(load_module(path))
+    # Read now: `secure` then installs at once (a lazy read first triggered by `app.control`
+    # would leave that control's mailbox unsigned).
+    app.config_from_object(load_module(path), force=True)
     secure(app)
     return app
 
@@ -389,6 +392,100 @@ def _canary(d: Deployment, client: Host, timeout: float) -> Check:
     ok = isinstance(answer, dict) and answer.get("nonce") == nonce
     return Check("signed canary task answered", target, ok,
                  f"answered by {answer.get('host')} in {elapsed:.2f}s" if ok else f"bad answer {answer!r}")
+
+
+class _Recorder:
+    """A producer that records what Celery's sender publishes (the signed message exactly as
+    it goes on the wire) and, with *forward*, publishes it."""
+
+    def __init__(self, producer: Any, *, forward: bool) -> None:
+        self._producer, self._forward = producer, forward
+        self.sent: list[tuple[Any, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    def publish(self, body: Any, **kwargs: Any) -> Any:
+        self.sent.append((body, kwargs))
+        return self._producer.publish(body, **kwargs) if self._forward else None
+
+
+def _signed(app: Any, name: str, args: list[Any], *, forward: bool) -> tuple[Any, tuple[Any, dict[str, Any]]]:
+    """Send (or, without *forward*, only sign) *name*(*args*) the application's way: its
+    result and the published (body, publish options)."""
+    with app.producer_or_acquire() as producer:
+        recorder = _Recorder(producer, forward=forward)
+        result = app.send_task(name, args=args, producer=recorder)
+    return result, recorder.sent[-1]
+
+
+def _republish(app: Any, message: tuple[Any, dict[str, Any]], **headers: Any) -> None:
+    """Publish a recorded message again, its headers changed by *headers* (its envelope kept)."""
+    body, options = message
+    with app.producer_or_acquire() as producer:
+        producer.publish(body, **{**options, "headers": {**options["headers"], **headers}})
+
+
+def _settled(app: Any, timeout: float) -> None:
+    """Wait for a genuine ping sent after the probe: the workers have taken the probe by then."""
+    from . import canary
+
+    app.send_task(canary.PING, args=[uuid.uuid4().hex]).get(timeout=timeout)
+    time.sleep(0.5)  # a probe that got in would be a quick task, started before the ping
+
+
+def _ran(meta: Mapping[str, Any]) -> bool:
+    """Whether a task's stored result says it ran (a SecurityError is the workers' refusal)."""
+    if meta.get("status") == "PENDING":
+        return False
+    result = meta.get("result")
+    return not (meta.get("status") == "FAILURE" and isinstance(result, Mapping)
+                and result.get("exc_type") == "SecurityError")
+
+
+def _relabelled_canary(d: Deployment, client: Host, timeout: float) -> Check:
+    """A ping signed by *client*, re-published with the same envelope as `touch` of a fresh
+    path: refused, it leaves no result (and the file is never created)."""
+    from . import canary
+
+    check, target = "re-labelled canary (signed ping sent as touch) not run", f"{d.settings.broker} -> workers"
+    path = f"/tmp/celery-provision-verify-{uuid.uuid4().hex}"
+    with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp, \
+            _app(d, client, Path(tmp)) as app:
+        try:
+            result, message = _signed(app, canary.PING, [path], forward=False)
+            _republish(app, message, task=canary.TOUCH)
+            _settled(app, timeout)
+            meta = app.backend.get_task_meta(result.id, cache=False)
+        except Exception as exc:  # the probe could not be made: not a pass
+            return Check(check, target, False, f"could not test: {type(exc).__name__}: {exc}"[:200])
+    if _ran(meta):
+        return Check(check, target, False, f"touch ran ({meta.get('status')}): {path} on a worker")
+    return Check(check, target, True, "refused: no result stored")
+
+
+def _replayed_canary(d: Deployment, client: Host, timeout: float) -> Check:
+    """A completed signed ping published again, byte for byte: it must not run a second time.
+    Its first result is forgotten before the replay (a worker never overwrites a success), so
+    a result stored again means it ran again."""
+    from . import canary
+
+    check, target = "replayed canary (completed ping sent again) not run", f"{d.settings.broker} -> workers"
+    with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp, \
+            _app(d, client, Path(tmp)) as app:
+        try:
+            result, message = _signed(app, canary.PING, [uuid.uuid4().hex], forward=True)
+            result.get(timeout=timeout)
+            done = app.backend.get_task_meta(result.id, cache=False).get("date_done")
+            result.forget()
+            _republish(app, message)
+            _settled(app, timeout)
+            again = app.backend.get_task_meta(result.id, cache=False)
+        except Exception as exc:  # the probe could not be made: not a pass
+            return Check(check, target, False, f"could not test: {type(exc).__name__}: {exc}"[:200])
+    if _ran(again):
+        return Check(check, target, False, f"ran again: done at {done}, then at {again.get('date_done')}")
+    return Check(check, target, True, f"refused: ran once (done at {done})")
 
 
 # --------------------------------------------------------------------------- role checks
@@ -419,7 +516,7 @@ def _consume(app: Any, queue: str) -> None:
         known = app.amqp.queues.get(queue) or app.amqp.queues.new_missing(queue)
         bare = type(known)(known.name, known.exchange, known.routing_key, no_declare=True)
         consumer = app.amqp.Consumer(conn.default_channel, queues=[bare],
-                                     accept=["auth"], callbacks=[lambda body, message: message.requeue()])
+                                     accept=["json"], callbacks=[lambda body, message: message.requeue()])
         with consumer, contextlib.suppress(socket.timeout, TimeoutError):
             conn.drain_events(timeout=1)
 
@@ -515,6 +612,8 @@ def run(d: Deployment, *, canary: bool = True, timeout: float = 30.0,
         add(_door_check(d, door))
     if canary:
         add(_canary(d, client, timeout))
+        add(_relabelled_canary(d, client, timeout))
+        add(_replayed_canary(d, client, timeout))
         with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp:
             for c in _role_checks(d, Path(tmp), revoked):
                 add(c)

@@ -26,6 +26,15 @@ def test_verify_reports_a_signed_canary_answered_by_the_worker(local_deployment:
     assert all(c["ok"] for c in checks.values())
 
 
+@pytest.mark.parametrize("check", ["re-labelled canary (signed ping sent as touch) not run",
+                                   "replayed canary (completed ping sent again) not run"])
+def test_verify_reports_a_forged_canary_not_run(local_deployment: LocalDeployment, check: str) -> None:
+    """The main command's verify sends a signed ping re-labelled as `touch`, and a completed
+    ping again: the workers run neither."""
+    rows = [line for line in local_deployment.output.splitlines() if check in line]
+    assert rows and rows[0].startswith("PASS"), rows or local_deployment.output[-3000:]
+
+
 def test_second_run_changes_nothing_and_passes_again(local_deployment: LocalDeployment) -> None:
     proc = run("bash", "scripts/deploy-local.sh", local_deployment.inventory, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

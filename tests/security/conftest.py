@@ -8,6 +8,8 @@ hostile part, gets in.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pwd
 import shutil
@@ -23,11 +25,11 @@ from typing import Any
 import pytest
 
 import secprobe
+from celery_provision.runtime import HEADER, Signer
 from livedeploy import role_default
-from secprobe import Endpoint, Issuer
+from secprobe import WAIT, Endpoint, Issuer
 
 REPO = Path(__file__).resolve().parents[2]
-WAIT = 90.0  # the longest a probe waits for the worker before giving up (a deadline, not a measurement)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -236,58 +238,81 @@ def worker_log(live: Live) -> Path:
     return Path(log_dir) / f"{live.handle.worker_service}.log"
 
 
+@dataclass(frozen=True)
+class Wire:
+    """One task message as it goes on the wire: headers (the envelope among them, once
+    signed), the body's bytes and their content type and encoding."""
+
+    task_id: str
+    headers: dict[str, Any]
+    body: bytes
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+
+    def relabelled(self, **headers: Any) -> Wire:
+        """The same message (envelope and body untouched) with *headers* changed."""
+        return dataclasses.replace(self, headers={**self.headers, **headers})
+
+    def with_body(self, body: bytes, content_type: str | None = None, content_encoding: str | None = None) -> Wire:
+        """The same message (envelope and headers untouched) with another body."""
+        return dataclasses.replace(self, body=body, content_type=content_type or self.content_type,
+                                   content_encoding=content_encoding or self.content_encoding)
+
+
 @dataclass
 class TaskSender:
     """Publishes Celery task messages straight to the queue with kombu, over mutual TLS as the
-    deployment's client — the way an attacker holding a legitimate broker login would."""
+    deployment's client (its broker account) — the way an attacker holding a legitimate
+    broker login would. Messages are built and signed by hand (`forge`, `sign`), so a probe
+    can change any part of one after signing."""
 
     live: Live
     probe_dir: Path
+    app: Any  # the client's Celery app (its rendered configuration, `secure`d)
     conn: Any
     queue: str
 
-    def message(self, path: Path, *, extra_embed: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], list[Any]]:
-        from celery_provision import canary
-
+    def forge(self, task: str, *args: Any, embed: dict[str, Any] | None = None, **headers: Any) -> Wire:
+        """An unsigned protocol-2 message asking for *task*(*args*), JSON as Celery sends it."""
         task_id = str(uuid.uuid4())
-        headers = {
-            "lang": "py", "task": canary.TOUCH, "id": task_id, "shadow": None, "eta": None,
+        base = {
+            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None,
             "expires": None, "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
-            "root_id": task_id, "parent_id": None, "argsrepr": repr((str(path),)), "kwargsrepr": "{}",
+            "root_id": task_id, "parent_id": None, "argsrepr": repr(args), "kwargsrepr": "{}",
             "origin": "security-probe", "ignore_result": True,
         }
-        embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None, **(extra_embed or {})}
-        return task_id, headers, [[str(path)], {}, embed]
+        canvas = {"callbacks": None, "errbacks": None, "chain": None, "chord": None, **(embed or {})}
+        return Wire(task_id, {**base, **headers}, json.dumps([list(args), {}, canvas]).encode())
 
-    def publish(self, task_id: str, headers: dict[str, Any], payload: bytes, content_type: str,
-                content_encoding: str) -> None:
+    def signer(self, host: str | None = None, kind: str = "signing") -> Signer:
+        """*host*'s signer (default: the client) from its *kind* key and certificate."""
+        host = host or self.live.client
+        return Signer.load(host, self.live.layout.key(host, kind), self.live.layout.cert(host, kind))
+
+    def sign(self, wire: Wire, signer: Signer | None = None, *, at: float | None = None) -> Wire:
+        """*wire* with an envelope signed by *signer* (default: the client's signing key)."""
+        signer = signer or self.signer()
+        headers = {k: v for k, v in wire.headers.items() if k != HEADER}
+        envelope = signer.sign_task(headers, wire.content_type, wire.content_encoding, wire.body, at=at)
+        return dataclasses.replace(wire, headers={**headers, HEADER: envelope})
+
+    def publish(self, wire: Wire) -> str:
         from celery_provision.acl import TASK_EXCHANGE
 
         # Where the rendered configuration sends tasks: the task exchange on RabbitMQ (the
         # client may not write to the default one), the queue's list on Redis.
         exchange = TASK_EXCHANGE if self.live.d.settings.broker == "rabbitmq" else ""
         producer = self.conn.Producer()
-        producer.publish(payload, exchange=exchange, routing_key=self.queue, headers=headers,
-                         content_type=content_type, content_encoding=content_encoding,
-                         correlation_id=task_id, delivery_mode=2, retry=False)
-
-    def signed(self, body: Any, key: Path, cert: Path) -> bytes:
-        """*body* serialized by Celery's own `auth` serializer with this key and certificate."""
-        from celery.security.certificate import Certificate
-        from celery.security.key import PrivateKey
-        from celery.security.serialization import SecureSerializer
-
-        s = SecureSerializer(PrivateKey(key.read_bytes()), Certificate(cert.read_bytes()), None,
-                             digest="sha256", serializer="json")
-        return s.serialize(body)
+        producer.publish(wire.body, exchange=exchange, routing_key=self.queue, headers=dict(wire.headers),
+                         content_type=wire.content_type, content_encoding=wire.content_encoding,
+                         correlation_id=wire.task_id, delivery_mode=2, retry=False)
+        return wire.task_id
 
     def send_signed(self, path: Path) -> str:
         """A correctly signed `touch` (the deployment client's signing key)."""
-        task_id, headers, body = self.message(path)
-        layout = self.live.layout
-        payload = self.signed(body, layout.key(self.live.client, "signing"), layout.cert(self.live.client, "signing"))
-        self.publish(task_id, headers, payload, "application/data", "utf-8")
-        return task_id
+        from celery_provision import canary
+
+        return self.publish(self.sign(self.forge(canary.TOUCH, str(path))))
 
     def queue_settled(self) -> bool:
         vhost = self.live.d.settings.vhost
@@ -308,6 +333,10 @@ class TaskSender:
         wait_for(sentinel.exists, "the signed sentinel task to run")
         wait_for(self.queue_settled, f"queue {self.queue!r} to drain")
 
+    def executions(self, key: str) -> int:
+        """How often the canary's `mark(probe_dir, key)` ran (one file per execution)."""
+        return len(list(self.probe_dir.glob(f"{key}.*")))
+
     def log_lines(self, task_id: str) -> str:
         try:
             lines = worker_log(self.live).read_text(errors="replace").splitlines()
@@ -324,7 +353,7 @@ def sender(live: Live, probe_dir: Path) -> Iterator[TaskSender]:
     conn = app.connection_for_write()
     conn.ensure_connection(max_retries=3)
     try:
-        yield TaskSender(live, probe_dir, conn, live.d.host(live.client).queues[0])
+        yield TaskSender(live, probe_dir, app, conn, live.d.host(live.client).queues[0])
     finally:
         conn.release()
         app.close()

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 TIMEOUT = 10.0
+#: The longest a probe waits for the worker before giving up (a deadline, not a measurement).
+WAIT = 90.0
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 REDIS_PING = b"PING\r\n"
 
@@ -184,13 +186,17 @@ def _sign_hash(key: Any) -> hashes.HashAlgorithm:
 
 
 def derive_leaf(template: x509.Certificate, issuer: Issuer, *, not_before: dt.datetime,
-                not_after: dt.datetime) -> tuple[x509.Certificate, Any]:
+                not_after: dt.datetime, common_name: str | None = None,
+                eku: list[x509.ObjectIdentifier] | None = None) -> tuple[x509.Certificate, Any]:
     """A new key and a certificate identical to *template* (subject, key usage, EKU, SANs)
-    except for its validity, serial and key identifiers, signed by *issuer*."""
+    except for its validity, serial and key identifiers, signed by *issuer*; with
+    *common_name* and *eku*, those too are replaced."""
     key = _key_like(template)
+    subject = template.subject if common_name is None else \
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (
         x509.CertificateBuilder()
-        .subject_name(template.subject)
+        .subject_name(subject)
         .issuer_name(issuer.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -201,7 +207,11 @@ def derive_leaf(template: x509.Certificate, issuer: Issuer, *, not_before: dt.da
                        critical=False)
     )
     for ext in template.extensions:
-        if ext.oid not in (ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER):
+        if ext.oid in (ExtensionOID.SUBJECT_KEY_IDENTIFIER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER):
+            continue
+        if ext.oid == ExtensionOID.EXTENDED_KEY_USAGE and eku is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(eku), ext.critical)
+        else:
             builder = builder.add_extension(ext.value, ext.critical)
     return builder.sign(issuer.key, _sign_hash(issuer.key)), key
 

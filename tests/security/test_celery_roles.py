@@ -72,7 +72,7 @@ def consume(app: Any, queue: str) -> None:
         conn.ensure_connection(max_retries=1)
         known = app.amqp.queues.get(queue) or app.amqp.queues.new_missing(queue)
         bare = type(known)(known.name, known.exchange, known.routing_key, no_declare=True)
-        consumer = app.amqp.Consumer(conn.default_channel, queues=[bare], accept=["auth"],
+        consumer = app.amqp.Consumer(conn.default_channel, queues=[bare], accept=["json"],
                                      callbacks=[lambda body, message: message.requeue()])
         with consumer, contextlib.suppress(socket.timeout, TimeoutError):
             conn.drain_events(timeout=1)

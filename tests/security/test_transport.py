@@ -150,3 +150,44 @@ def test_control_each_legacy_client_gets_in_to_a_permissive_server(live, permiss
     """Each legacy client context really offers what the brokers refuse."""
     outcome = secprobe.tls_attempt(permissive, legacy_context(live, name))
     assert outcome.got_in, outcome.detail
+
+
+def signing_pair(live, host: str) -> tuple[Path, Path]:
+    """*host*'s signing certificate (EKU codeSigning only) and key, with the chain after it."""
+    layout = live.layout
+    directory = live.tmp / f"signing-as-tls-{host}"
+    directory.mkdir(exist_ok=True)
+    cert, key = directory / "signing.pem", directory / "signing.key"
+    cert.write_bytes(layout.cert(host, "signing").read_bytes() + live.chain())
+    key.touch(mode=0o600)
+    key.write_bytes(layout.key(host, "signing").read_bytes())
+    return cert, key
+
+
+@pytest.mark.probe
+def test_signing_certificate_as_tls_client_certificate_is_refused(live, broker: Endpoint) -> None:
+    """The worker's message-signing pair (`signing.pem`, `signing.key`) presented for TLS."""
+    outcome = secprobe.tls_attempt(broker, secprobe.client_context(live.layout.ca_pem,
+                                                                   *signing_pair(live, live.worker)))
+    assert not outcome.got_in, outcome.detail
+
+
+@pytest.fixture(scope="module")
+def client_auth_twin_of_the_signing_cert(live) -> tuple[Path, Path]:
+    """Made like the worker's signing certificate, by the same CA, but with EKU clientAuth."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    template = x509.load_pem_x509_certificate(live.layout.cert(live.worker, "signing").read_bytes())
+    cert, key = secprobe.derive_leaf(template, live.issuer(), not_before=secprobe.now() - secprobe.dt.timedelta(hours=1),
+                                     not_after=secprobe.now() + secprobe.dt.timedelta(days=30),
+                                     eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    return secprobe.write_pair(live.tmp / "signing-twin", "client", cert, key, live.chain())
+
+
+def test_control_the_signing_certificate_with_eku_client_auth_gets_in(live, broker: Endpoint,
+                                                                    client_auth_twin_of_the_signing_cert) -> None:
+    """The signing-certificate probe differs from this one only in the extended key usage."""
+    outcome = secprobe.tls_attempt(broker, secprobe.client_context(live.layout.ca_pem,
+                                                                   *client_auth_twin_of_the_signing_cert))
+    assert outcome.got_in, outcome.detail

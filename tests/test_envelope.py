@@ -301,3 +301,10 @@ def test_a_signing_certificate_issued_by_celery_provision_certs_is_trusted(cli, 
     trust = Trust(layout.signers_dir, layout.ca_pem, {host.name: ("*",)})
     signer = Signer.load(host.name, layout.key(host.name, "signing"), layout.cert(host.name, "signing"))
     assert trust.verify_task(signed(signer), JSON, "utf-8", BODY) == host.name
+
+
+def test_a_blob_from_a_signer_not_named_for_that_kind_of_message_is_refused(world: World) -> None:
+    """Control messages a worker takes come from operators only: a producer's signed
+    `shutdown` is refused, however well signed."""
+    with pytest.raises(Refused, match="may not send this kind of message"):
+        world.trust.open_blob(world.client.sign_blob(b'{"method": "shutdown"}'), signers=("ops-1",))

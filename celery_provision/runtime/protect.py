@@ -26,6 +26,7 @@ from typing import Any
 
 from celery import bootsteps, signals, states
 from celery.exceptions import ImproperlyConfigured, SecurityError
+from celery.utils.imports import symbol_by_name
 from kombu import serialization
 
 from .envelope import DONE_PREFIX, HEADER, Refused, Signer, Trust, timestamp
@@ -241,8 +242,6 @@ def _install(app: Any) -> None:
     app._celery_provision = runtime
     _sign_sends(app.amqp, runtime)
     _register_serializers(runtime)
-    mailbox = app.control.mailbox
-    mailbox.serializer, mailbox.accept = SERIALIZER, [SERIALIZER]
 
     @signals.task_postrun.connect(weak=False)
     def _completed(sender: Any = None, task_id: str | None = None, state: str | None = None,
@@ -265,6 +264,32 @@ def _install(app: Any) -> None:
                 log.exception("celery-provision could not record task %s as revoked", request.id)
 
 
+def _harden(control: Any) -> None:
+    control.mailbox.serializer, control.mailbox.accept = SERIALIZER, [SERIALIZER]
+
+
+def _sign_control(app: Any) -> None:
+    """Control messages through the signed `celery-provision` serializer only. Celery builds
+    the mailbox with the task serializer (plain JSON here) when `app.control` is first made,
+    which may be while the configuration is read: the app's control class hardens every
+    mailbox it makes, and one already made is hardened now."""
+    existing = app.__dict__.get("control")
+    if existing is not None:
+        _harden(existing)
+    base = symbol_by_name(app.control_cls)
+    if getattr(base, "celery_provision", False):
+        return
+
+    class SigningControl(base):  # type: ignore[misc, valid-type]
+        celery_provision = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _harden(self)
+
+    app.control_cls = SigningControl
+
+
 def secure(app: Any) -> None:
     """Sign every message *app* sends and check every task its worker receives, with the
     identity and trust of the rendered configuration (`celery_provision_envelope`). Call it
@@ -272,6 +297,7 @@ def secure(app: Any) -> None:
     rest waits for it."""
     if EnvelopeStep not in app.steps["consumer"]:
         app.steps["consumer"].add(EnvelopeStep)
+    _sign_control(app)
     if app.configured:
         _install(app)
     else:

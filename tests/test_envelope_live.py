@@ -467,6 +467,24 @@ def test_unsigned_revoke_is_not_obeyed(live: Live) -> None:
     assert f"Tasks flagged as revoked: {res.id}" not in live.log_text("worker-1")
 
 
+def test_a_producers_signed_revoke_is_not_obeyed(live: Live) -> None:
+    """client-1 signs a revoke well, but a worker takes control messages from operators only:
+    the task runs at its ETA. Protection: the control decoder's `signers` (the rendered
+    `control`)."""
+    from celery_provision.runtime.protect import _register_serializers
+
+    tag = _tag()
+    res = live.sig("client", "envlive.count", tag).apply_async(countdown=2)
+    _register_serializers(live.apps["client"]._celery_provision)  # this process signs as client-1
+    try:
+        live.apps["client"].control.revoke(res.id)
+    finally:
+        _register_serializers(live.apps["operator"]._celery_provision)
+    assert res.get(timeout=TIMEOUT) == tag
+    live.wait_log("worker-1", "from client-1: may not send this kind of message")
+    assert f"Tasks flagged as revoked: {res.id}" not in live.log_text("worker-1")
+
+
 def test_unsigned_task_message_is_refused(live: Live) -> None:
     """client-1's configuration without `secure` (this process has the task serializer
     registered, so the app can send): the message carries no envelope. Protection: the
@@ -501,6 +519,22 @@ def test_replay_after_a_worker_restart_is_refused(live: Live) -> None:
     republish(live, message, "celery")
     assert "client-1: replay" in verdict(live, "worker-1", message["headers"]["id"], tag, runs=1)
     assert len(live.runs_of(tag)) == 1
+
+
+def test_replay_of_a_revoked_task_after_a_worker_restart_is_refused(live: Live) -> None:
+    """Celery keeps revoked ids in the worker's memory only: the record of done tasks covers
+    revoked ones too. Protection: the `task_revoked` handler of `secure`."""
+    tag = _tag()
+    with captured() as seen:
+        res = live.sig("client", "envlive.count", tag).apply_async(countdown=2)
+    live.apps["operator"].control.revoke(res.id)
+    with pytest.raises(TaskRevokedError):
+        res.get(timeout=TIMEOUT)
+    (message,) = seen
+    live.restart("worker-1")
+    republish(live, message, "celery")
+    assert "client-1: replay" in verdict(live, "worker-1", res.id, tag)
+    assert live.runs_of(tag) == []
 
 
 def test_replay_on_another_worker_is_refused(live: Live) -> None:

@@ -146,8 +146,10 @@ _BACKEND: dict[str, list[_Selector]] = {
         (("get", "set", "setex", "del", "expire", "incrby", "evalsha", "exists", "sismember", "sadd",
           "zadd", "zcount", "zrange", "rpush", "llen", "lrange"), _keys("", ["celery-taskset-meta-*"]), ()),
         # The record of completed tasks (celery_provision.runtime): checked before a task
-        # runs, written when it completed, so that a replayed message does not run again.
-        (("exists", "set"), _keys("", [f"{DONE_PREFIX}*"]), ()),
+        # runs (one MGET with the task's result, to see a revocation: both patterns in one
+        # selector, as Redis 7 wants every key of a command in the same one), written when
+        # it completed, so that a replayed message does not run again.
+        (("get", "mget", "set"), _keys("", [f"{DONE_PREFIX}*", "celery-task-meta-*"]), ()),
         # A stored result is published on its key's channel; joins inside a task subscribe.
         (("publish", "subscribe"), (), ("celery-task-meta-*", "celery-taskset-meta-*")),
     ],

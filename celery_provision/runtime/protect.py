@@ -76,10 +76,26 @@ class Runtime:
         backend = self.app.backend
         return getattr(backend, "client", None) if type(backend).__name__.startswith("Redis") else None
 
-    def completed(self, task_id: str) -> bool:
-        """Whether *task_id* already completed on this deployment (False without a Redis backend)."""
+    def completed(self, task_id: str) -> str | None:
+        """Why *task_id* may not run again on this deployment: `completed` (the record of done
+        tasks) or `revoked` (its stored result says so: Celery's revoke command stores it, and
+        keeps the id in the worker's memory only); None when it may (and always without a
+        Redis backend). One round trip."""
         client = self._client()
-        return bool(client is not None and client.exists(DONE_PREFIX + task_id))
+        if client is None:
+            return None
+        backend = self.app.backend
+        done, meta = client.mget([DONE_PREFIX + task_id, backend.get_key_for_task(task_id)])
+        if done is not None:
+            return "completed"
+        if meta is not None:
+            try:
+                status = backend.decode_result(meta).get("status")
+            except Exception:  # noqa: BLE001 - an unreadable result is no proof of revocation
+                return None
+            if status == states.REVOKED:
+                return "revoked"
+        return None
 
     def mark_completed(self, task_id: str, envelope: Any, eta: Any) -> None:
         """Record *task_id* as completed (or revoked) for as long as a replay of its message,
@@ -133,8 +149,9 @@ class Runtime:
             raise Refused("body is not valid JSON") from None
         signer = self.trust.verify_task(headers, message.content_type, encoding, body, decoded)
         task_id = headers.get("id")
-        if task_id and self.completed(str(task_id)):
-            raise Refused(f"replay: task {task_id} already completed", signer)
+        done = self.completed(str(task_id)) if task_id else None
+        if done:
+            raise Refused(f"replay: task {task_id} already {done}", signer)
 
 
 def _sign_sends(amqp: Any, runtime: Runtime) -> None:
@@ -258,8 +275,8 @@ def _install(app: Any) -> None:
         memory only, so without a record a replay would run after a restart."""
         if sender is not None and getattr(sender, "app", None) is app and request is not None:
             try:
-                headers = request.request_dict
-                runtime.mark_completed(request.id, headers.get(HEADER), headers.get("eta"))
+                # Celery sends the request's context (its headers as attributes).
+                runtime.mark_completed(request.id, getattr(request, HEADER, None), getattr(request, "eta", None))
             except Exception:  # noqa: BLE001 - as above
                 log.exception("celery-provision could not record task %s as revoked", request.id)
 

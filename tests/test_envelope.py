@@ -308,3 +308,24 @@ def test_a_blob_from_a_signer_not_named_for_that_kind_of_message_is_refused(worl
     `shutdown` is refused, however well signed."""
     with pytest.raises(Refused, match="may not send this kind of message"):
         world.trust.open_blob(world.client.sign_blob(b'{"method": "shutdown"}'), signers=("ops-1",))
+
+
+def test_a_signer_issued_by_an_intermediate_is_trusted_through_the_chain_in_its_store_file(world: World) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intermediate")])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(world.ca.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=20))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(world.ca.key, hashes.SHA256()))
+    intermediate = CA(cert, key)
+    leaf, leaf_key = intermediate.leaf("client-1")
+    (world.store / "client-1.pem").write_bytes(_pem(leaf) + _pem(intermediate.cert))
+    assert world.trust.verify_task(signed(Signer("client-1", leaf_key, leaf)), JSON, "utf-8", BODY) == "client-1"
+
+
+def test_a_signer_issued_by_an_intermediate_without_its_chain_is_refused(world: World) -> None:
+    intermediate = CA.new("intermediate")  # not issued by the deployment's root either
+    leaf, leaf_key = intermediate.leaf("client-1")
+    (world.store / "client-1.pem").write_bytes(_pem(leaf) + _pem(intermediate.cert))
+    assert "not trusted" in refusal(world.trust, signed(Signer("client-1", leaf_key, leaf))).reason

@@ -155,7 +155,9 @@ def _issue_one(spec: LeafSpec) -> dict[str, Any]:
     key = generate_key(spec.key_type)
     cert = build_leaf(spec, key, job.issuer_cert, job.issuer_key)
     cert_bytes, key_bytes = cert_pem(cert), key_pem(key)
-    full = cert_bytes + job.chain if spec.kind != "signing" else cert_bytes
+    # Every leaf file carries its chain (an intermediate CA, where there is one): a worker
+    # checks a signer's certificate up to the root in its ca.pem.
+    full = cert_bytes + job.chain
     private_dir(job.layout.hosts_dir / spec.host)
     # Key first: a cert never points at a key that is not there yet.
     # Not fsynced one by one: a leaf key lost in a crash no longer matches the digest in

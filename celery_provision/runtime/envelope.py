@@ -196,8 +196,8 @@ class Trust:
         self._issuers = x509.load_pem_x509_certificates(self.ca_file.read_bytes())
 
     # -- who signed
-    def _issued_here(self, cert: x509.Certificate) -> bool:
-        for issuer in self._issuers:
+    def _issued_here(self, cert: x509.Certificate, extra: Sequence[x509.Certificate] = ()) -> bool:
+        for issuer in (*self._issuers, *extra):
             try:
                 cert.verify_directly_issued_by(issuer)
             except (ValueError, TypeError, InvalidSignature):
@@ -218,16 +218,20 @@ class Trust:
         if cached and cached[0] == mtime:
             return cached[1]
         known: dict[str, _Known] = {}
-        for cert in x509.load_pem_x509_certificates(path.read_bytes()):
-            if self._acceptable(cert, signer):
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+        # The chain a signer's file carries: intermediates that a CA of ca.pem issued.
+        chain = [c for c in certs if _is_ca(c) and self._issued_here(c)]
+        for cert in certs:
+            if not _is_ca(cert) and self._acceptable(cert, signer, chain):
                 known[_kid(cert)] = _Known(cert, cert.public_key())
         self._cache[signer] = (mtime, known)
         return known
 
-    def _acceptable(self, cert: x509.Certificate, signer: str) -> bool:
-        """Issued here, to *signer*, for code signing (never a TLS certificate)."""
+    def _acceptable(self, cert: x509.Certificate, signer: str, chain: Sequence[x509.Certificate]) -> bool:
+        """Issued here (by a CA of ca.pem, or an intermediate it issued), to *signer*, for code
+        signing (never a TLS certificate)."""
         cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if not cn or cn[0].value != signer or not self._issued_here(cert):
+        if not cn or cn[0].value != signer or not self._issued_here(cert, chain):
             return False
         try:
             eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -302,6 +306,13 @@ class Trust:
         if now - float(env["at"]) > limit:
             raise Refused(f"signed more than {limit:.0f} s ago", signer, authentic=True)
         return signer, str(inner).encode()
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def timestamp(value: Any) -> float:

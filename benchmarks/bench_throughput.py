@@ -6,9 +6,12 @@ delivery settings: acks late, prefetch 1, publisher confirms, durable queue):
 
 * secured   -- the deployed RabbitMQ and Redis (mutual TLS on both links, least-privilege
                users, CRL checks), the rendered configuration of the worker and client
-               hosts, signed task messages and signed results (`auth` serializer);
-* tls       -- the same brokers, configuration and users, but JSON instead of `auth`:
-               TLS without message signing;
+               hosts, and the signed envelope (`celery_provision.runtime.secure(app)` in
+               the client and the worker: the client signs each task message, the worker
+               checks signer, allow-list, age and the replay record in Redis, and records
+               each completed task; results signed too where the inventory says so);
+* tls       -- the same brokers, configuration and users, but no envelope and JSON
+               results: TLS without message signing;
 * plaintext -- a throwaway RabbitMQ node and Redis server started by this script on other
                loopback ports (plain AMQP, plain Redis, no auth beyond guest), JSON.
 
@@ -53,29 +56,32 @@ sys.path.insert(0, str(REPO / "tests"))
 from livedeploy import worker_service_name  # noqa: E402  (celery_worker_service_name, role default)
 
 from celery_provision import model, render  # noqa: E402
+from celery_provision.runtime.envelope import may_call  # noqa: E402
 
 VARIANTS = ("secured", "tls", "plaintext")
 TARGET_RATIO = 0.8
-NOOP = "bench.noop"
+#: In the canary's namespace: the one inventories/local's producer may call
+#: (`celery_provision_allowed_tasks`); main() checks the client's allow-list.
+NOOP = "celery_provision.canary.bench_noop"
+#: The variant whose apps call secure(app) (the others inherit the envelope setting from the
+#: rendered module, unused).
+ENVELOPE_VARIANT = "secured"
 
-_APP = '''\
-"""The benchmark's Celery app: one no-op task; signing only when configured."""
+_APP = f'''\
+"""The benchmark's Celery app: one no-op task; the envelope only where BENCH_ENVELOPE=1."""
 import os
 
 from celery import Celery
 
 app = Celery("bench")
 app.config_from_object(os.environ["CELERY_CONFIG_MODULE"])
+if os.environ.get("BENCH_ENVELOPE") == "1":
+    from celery_provision.runtime import secure
+
+    secure(app)  # as the rendered module says; installed when the worker reads the config
 
 
-@app.on_after_configure.connect
-def _signing(sender, **_):
-    # before the worker checks accept_content (worker_init would be too late)
-    if sender.conf.task_serializer == "auth":
-        sender.setup_security()
-
-
-@app.task(name="bench.noop")
+@app.task(name={NOOP!r})
 def noop():
     return None
 '''
@@ -218,14 +224,17 @@ def _client(work: Path, variant: str) -> Any:
         sys.path.insert(0, str(work))
     app = Celery(f"bench-client-{variant}", set_as_current=False)
     app.config_from_object(f"{variant}_client")
-    if app.conf.task_serializer == "auth":
-        app.setup_security()
+    if variant == ENVELOPE_VARIANT:
+        from celery_provision.runtime import secure
+
+        secure(app)
     return app
 
 
 def _start_worker(work: Path, variant: str, concurrency: int,
                   queue: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": f"{work}:{REPO}", "CELERY_CONFIG_MODULE": f"{variant}_worker"}
+    env = {**os.environ, "PYTHONPATH": f"{work}:{REPO}", "CELERY_CONFIG_MODULE": f"{variant}_worker",
+           "BENCH_ENVELOPE": "1" if variant == ENVELOPE_VARIANT else "0"}
     log = open(work / f"worker-{variant}.log", "ab")
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "celery"), "-A", "benchapp", "worker", "-Q", queue,
@@ -251,12 +260,32 @@ def _batch(app: Any, n: int, timeout: float) -> float:
     return time.perf_counter() - started
 
 
+def _wait_consuming(app: Any, queue: str, worker: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    """Until the worker consumes *queue*. On the fresh plaintext node the worker declares the
+    task exchange and its queue; a client publishing before that gets NOT_FOUND (on the
+    deployed brokers the deployed worker declared both long ago)."""
+    deadline = time.monotonic() + timeout
+    with app.connection_for_write() as conn:
+        while True:
+            try:
+                with conn.channel() as channel:  # a passive declare that fails closes its channel
+                    if channel.queue_declare(queue, passive=True).consumer_count:
+                        return
+            except conn.channel_errors:
+                pass
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker does not consume {queue}")
+            time.sleep(0.2)
+
+
 def measure(work: Path, variant: str, n: int, concurrency: int, queue: str) -> float:
     """Tasks per second of one run of *variant* (worker started, warmed up, then timed); the
     tasks go to *queue*, the rendered configuration's task_default_queue."""
     worker = _start_worker(work, variant, concurrency, queue)
     app = _client(work, variant)
     try:
+        if variant == "plaintext":
+            _wait_consuming(app, queue, worker)
         _batch(app, 50, timeout=120)  # worker ready, connections and pools warm
         return n / _batch(app, n, timeout=600)
     except Exception:
@@ -287,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     d = model.load(args.inventory)
     worker_host = d.group("celery_workers")[0]
     client_host = (d.group("celery_clients") or d.group("celery_workers"))[0]
+    if not may_call(NOOP, client_host.allowed_tasks):
+        p.error(f"{client_host.name} may not call {NOOP} (celery_provision_allowed_tasks): "
+                "the secured variant's worker would refuse every task")
     service = worker_service_name(worker_host.name)
     queue = client_host.queues[0]  # the rendered configuration's task_default_queue
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
@@ -321,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = med["secured"] / med["plaintext"]
     print(f"\nCelery throughput, {args.tasks} no-op tasks, worker -c {args.concurrency}, "
           f"median of {args.rounds} interleaved rounds (tasks/s; ms per task)")
-    for v, label in (("secured", "secured: mutual TLS + signed messages/results"),
+    for v, label in (("secured", "secured: mutual TLS + the signed envelope"),
                      ("tls", "TLS only (JSON, no signing)"),
                      ("plaintext", "plaintext brokers, JSON")):
         print(f"  {label:<46} {med[v]:8.1f}   {per_task[v]:6.3f}")

@@ -36,6 +36,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 HERE = Path(__file__).resolve().parent
+#: The plugin's imports in the suite's venv: itself, and the project last (for
+#: celery_provision.runtime, which needs only the PINNED packages).
+PLUGIN_PATH = os.pathsep.join([str(HERE), str(HERE.parent)])
 #: Pinned to this venv's versions: the suite must test the Celery the deployment runs.
 PINNED = ("celery", "kombu", "redis", "amqp", "billiard", "vine", "cryptography")
 #: What t/integration needs beyond Celery (from its imports and conftest markers; Celery's
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         # The suite reads TEST_BROKER/TEST_BACKEND for its own decisions (skips, xfails, the
         # workers it starts by URL alone); the rendered URLs carry no password.
         out = subprocess.run([str(python), "-c", _URLS, str(config)], check=True, capture_output=True,
-                             text=True, env={**env, "PYTHONPATH": str(HERE)}).stdout.split("\n")
+                             text=True, env={**env, "PYTHONPATH": PLUGIN_PATH}).stdout.split("\n")
         broker, backend = out[0], out[1]
     env["TEST_BROKER"], env["TEST_BACKEND"] = broker, backend
     side = args.side_redis or (backend if backend.startswith(("redis://", "rediss://")) else None)
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         env["CELERY_INTEG_SIDE_REDIS_PASSWORD_FILE"] = str(args.side_redis_password_file.resolve())
     if args.report:
         env["CELERY_INTEG_REPORT"] = str(args.report.resolve())
-    env["PYTHONPATH"] = os.pathsep.join([str(suite), str(HERE)])
+    env["PYTHONPATH"] = os.pathsep.join([str(suite), PLUGIN_PATH])
     # Tests that start `celery worker` or `celery` by name find the suite venv's.
     env["PATH"] = os.pathsep.join([str(python.parent), env.get("PATH", "")])
     # celery.contrib.pytest: the fixtures the suite's conftest does not import by name

@@ -7,9 +7,11 @@ files. Through the environment it is given:
 - CELERY_INTEG_CONFIG: a celery-provision configuration module (rendered with
   `render --controller-paths`), loaded by path. Its Celery settings are laid over the
   suite's own `celery_config` fixture (broker, backend, TLS, passwords read from their
-  files, signing, serializers, queues and routing, worker switches); when it signs
-  messages (`task_serializer = "auth"`), each app the suite makes gets
-  `app.setup_security()`, as the rendered module tells applications to do.
+  files, the signed envelope's `celery_provision_envelope`, serializers, queues and
+  routing, worker switches); when it has the envelope, each app the suite makes gets
+  `celery_provision.runtime.secure(app)`, as the rendered module tells applications to
+  do (scripts/celery_integration.py puts the project on the suite's path: the runtime
+  needs only Celery, kombu and cryptography, pinned there).
 - CELERY_INTEG_SIDE_REDIS (+ CELERY_INTEG_SIDE_REDIS_PASSWORD_FILE): the Redis the suite
   itself reads and writes besides Celery (`t.integration.tasks.get_redis_connection`:
   counters, lists of ids, `PUBSUB CHANNELS`). Upstream it is `localhost:6379` without
@@ -17,7 +19,7 @@ files. Through the environment it is given:
   for `rediss://`. It is the test's instrument, not one of the deployment's identities.
 - CELERY_INTEG_REPORT: a JSON file to write each test's outcome to (`--compare` reads it).
 
-The pure parts (`load_settings`, `side_redis_kwargs`, `Outcomes`) are unit-tested in
+The pure parts (`load_settings`, `secure_app`, `side_redis_kwargs`, `Outcomes`) are unit-tested in
 tests/test_celery_integration.py.
 """
 
@@ -34,12 +36,16 @@ from urllib.parse import urlparse
 
 import pytest
 
-__all__ = ["load_settings", "side_redis_kwargs", "Outcomes"]
+from celery_provision.runtime import CONFIG as ENVELOPE
+from celery_provision.runtime import secure
+
+__all__ = ["load_settings", "secure_app", "side_redis_kwargs", "Outcomes"]
 
 
 def load_settings(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """The Celery settings a configuration module defines, and the public names it defines
-    that are not Celery settings (they are not applied; the caller may report them)."""
+    """The Celery settings a configuration module defines (with the runtime's
+    `celery_provision_envelope`), and the public names it defines that are not settings
+    (they are not applied; the caller may report them)."""
     from celery.app.defaults import DEFAULTS
 
     path = Path(path)
@@ -52,11 +58,21 @@ def load_settings(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     for name, value in vars(module).items():
         if name.startswith("_") or isinstance(value, types.ModuleType | type | types.FunctionType):
             continue
-        if name in DEFAULTS:
+        if name in DEFAULTS or name == ENVELOPE:
             settings[name] = value
         else:
             other.append(name)
     return settings, sorted(other)
+
+
+def secure_app(app: Any) -> Any:
+    """*app* as the rendered module says to use it: `secure(app)` when its configuration has
+    the envelope. The configuration is read first: the runtime, called before that, loses
+    its control serializer where the first use is `app.control` (the suite's `manager`
+    inspects workers), see the xfail test in tests/test_render.py."""
+    if app.conf.get(ENVELOPE) is not None:
+        secure(app)
+    return app
 
 
 def side_redis_kwargs(url: str, settings: dict[str, Any], password: str | None = None) -> dict[str, Any]:
@@ -132,8 +148,8 @@ def pytest_fixture_setup(fixturedef: Any, request: Any) -> Any:
     result = yield
     if fixturedef.argname == "celery_config" and _SETTINGS:
         result.update(_SETTINGS)  # the suite's dict, in place: its other keys stay
-    elif fixturedef.argname in ("celery_session_app", "celery_app") and _SETTINGS.get("task_serializer") == "auth":
-        result.setup_security()
+    elif fixturedef.argname in ("celery_session_app", "celery_app") and ENVELOPE in _SETTINGS:
+        secure_app(result)
     return result
 
 

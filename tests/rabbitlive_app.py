@@ -3,7 +3,8 @@
 It takes one host's rendered configuration (``CP_RENDERED``) as it is, swapping only the
 transport: ``CP_BROKER_URL`` (plain AMQP to the private node; ``broker_password`` stays the
 rendered one), no ``broker_use_ssl``, and ``CP_BACKEND`` where the rendered backend is Redis.
-Routing, queues, remote-control and signing settings stay as rendered.
+Routing, queues, remote-control and signing settings stay as rendered, and the app calls
+``celery_provision.runtime.secure(app)`` as the rendered module says.
 
 ``celery -A rabbitlive_app worker ...`` runs a worker; ``python rabbitlive_app.py ACTION ARG...``
 does one thing as that identity and prints one JSON line: ``{"ok": true, "value": ...}`` or
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, chain, chord, group
+
+from celery_provision.runtime import secure
 
 TIMEOUT = float(os.environ.get("CP_TIMEOUT", "20"))
 
@@ -40,9 +43,12 @@ def rendered_config(path: str, broker_url: str, backend: str | None) -> dict[str
 
 
 app = Celery("rabbitlive")
+# force=True: read at once. secure() on an app not configured yet loses its control serializer
+# when the first use is app.control, as in `celery inspect`/`control` (the runtime bug that
+# tests/test_render.py's xfail test shows): the workers would refuse the operator's commands.
 app.config_from_object(rendered_config(os.environ["CP_RENDERED"], os.environ["CP_BROKER_URL"],
-                                       os.environ.get("CP_BACKEND")))
-app.setup_security()
+                                       os.environ.get("CP_BACKEND")), force=True)
+secure(app)
 
 
 @app.task(name="live.add")

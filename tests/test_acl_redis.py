@@ -17,11 +17,13 @@ import pytest
 
 from celery_provision.acl import redis_acl_rules
 from celery_provision.errors import ProvisionError
+from celery_provision.runtime import DONE_PREFIX
 
 PRI = "\x06\x16"  # kombu's separator between a queue name and its priority step
 UUID = "0f0c3a2e-9d1b-4c4e-8f55-1a2b3c4d5e6f"
 TASK = f"celery-task-meta-{UUID}"
 GROUP = f"celery-taskset-meta-{UUID}"
+DONE = f"{DONE_PREFIX}{UUID}"  # the runtime's record of a completed task (replay refusal)
 TASK_QUEUES = ("celery", "high", "low")
 DANGEROUS = (
     "flushall", "flushdb", "config", "keys", "scan", "debug", "shutdown", "acl", "module", "eval",
@@ -272,6 +274,23 @@ def test_worker_adds_to_a_chord_with_incrby() -> None:
     assert allowed(WORKER, "incrby", {f"{GROUP}.t": "RW"})
 
 
+def test_worker_checks_and_records_completed_tasks() -> None:
+    assert allowed(WORKER, "exists", {DONE: "R"}) and allowed(WORKER, "set", {DONE: "W"})
+
+
+@pytest.mark.parametrize("command", ["del", "expire", "get"])
+def test_worker_cannot_erase_or_read_the_record_of_completed_tasks(command: str) -> None:
+    assert not allowed(WORKER, command, {DONE: "RW"})
+
+
+@pytest.mark.parametrize("role", ["client", "operator"])
+@pytest.mark.parametrize("command", ["set", "del", "exists"])
+def test_only_workers_touch_the_record_of_completed_tasks(role: str, command: str) -> None:
+    """A producer could otherwise mark a task id as done before it runs, or erase the record
+    so that a replay runs again."""
+    assert not allowed(ALL[role], command, {DONE: "RW"})
+
+
 def test_worker_with_remote_control_receives_broadcasts_and_replies() -> None:
     assert allowed(WORKER, "psubscribe", patterns=("/0.celery.pidbox",))
     assert allowed(WORKER, "smembers", {"_kombu.binding.reply.celery.pidbox": "R"})
@@ -341,7 +360,7 @@ def test_backend_only_rules_touch_no_broker_key(role: str) -> None:
 
 @pytest.mark.parametrize("role", ["worker", "client"])
 def test_broker_only_rules_touch_no_result(role: str) -> None:
-    assert "celery-task" not in rules(role, backend=False)
+    assert "celery-task" not in rules(role, backend=False) and DONE_PREFIX not in rules(role, backend=False)
 
 
 def test_fanout_channels_follow_the_broker_database() -> None:

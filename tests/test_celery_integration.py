@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from celery_provision import credentials, model, pki, render
+from celery_provision import credentials, model, pki, render, runtime
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -38,10 +38,11 @@ def test_a_rendered_worker_config_becomes_the_suite_settings_with_only_the_trans
     secured, other = plugin.load_settings(path)
     # Every public name is a Celery setting (ssl, Path and _secret are not taken for one).
     assert other == []
-    assert secured["task_serializer"] == "auth" and secured["accept_content"] == ["auth"]
+    assert secured["task_serializer"] == "json" and secured["accept_content"] == ["json"]
+    assert secured[runtime.CONFIG]["signer"] == "worker-1"  # not a Celery setting, applied all the same
     assert secured["broker_url"].startswith("amqps://worker-1@")
     assert secured["broker_password"] == credentials.password(d, "rabbitmq", "worker-1")
-    assert {"security_key", "security_certificate", "security_cert_store", "task_queues"} <= set(secured)
+    assert "task_queues" in secured and not [k for k in secured if k.startswith("security_")]
 
     broker = mimic.plain_url(secured["broker_url"], "127.0.0.1:5710")
     backend = mimic.plain_url(secured["result_backend"], "127.0.0.1:6410")
@@ -52,6 +53,27 @@ def test_a_rendered_worker_config_becomes_the_suite_settings_with_only_the_trans
     changed = {k for k in secured if swapped[k] != secured[k]}
     assert changed == {"broker_url", "broker_use_ssl", "result_backend", "redis_backend_use_ssl"}
     assert swapped["broker_use_ssl"] is None and swapped["redis_backend_use_ssl"] is None
+
+
+def test_the_suite_apps_are_secured_as_the_rendered_module_says(inventory: Path, tmp_path: Path) -> None:
+    """As celery.contrib.pytest makes them (TestApp: the settings as pending defaults, read
+    on first use, here `app.control`): signing sender, envelope check, signed control."""
+    from celery.contrib.testing.app import TestApp
+
+    plugin = _script("celery_integration_plugin")
+    d = model.load(inventory)
+    pki.issue(d)
+    credentials.ensure(d)
+    path = tmp_path / "celeryconfig.py"
+    path.write_text(render.render(d, d.host("worker-1"), controller_paths=True))
+    settings, _ = plugin.load_settings(path)
+    app = plugin.secure_app(TestApp(config=settings))
+    mailbox = app.control.mailbox
+    assert (mailbox.serializer, mailbox.accept) == (runtime.SERIALIZER, [runtime.SERIALIZER])
+    assert app._celery_provision.signer.name == "worker-1"
+    assert type(app.amqp).__name__.startswith("Signing")
+    assert any(step.__name__ == "EnvelopeStep" for step in app.steps["consumer"])
+    assert getattr(plugin.secure_app(TestApp()), "_celery_provision", None) is None  # no envelope: left alone
 
 
 def test_the_side_connection_takes_the_backend_tls_only_for_rediss() -> None:

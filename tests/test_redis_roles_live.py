@@ -5,7 +5,8 @@ file that roles/redis writes (its template), with the users and rules that
 `celery-provision export` gives a temporary inventory: two workers, a producer and an
 operator. Each app uses the configuration rendered for its host, with only the transport
 swapped (plain URLs to this server; routing, queues, signing and remote control as
-rendered). The workers are real `celery worker` processes (prefork, the role's
+rendered; every app calls `celery_provision.runtime.secure(app)`, as the rendered module
+says). The workers are real `celery worker` processes (prefork, the role's
 `--without-mingle --without-gossip`); `worker-2` keeps unordered chords
 (`result_chord_ordered=False`). Tasks are sent and results read with the producer's
 rules; control and events use the operator's.
@@ -72,10 +73,11 @@ VARS = {
 TASKS = '''
 import os, runpy
 from celery import Celery, group
+from celery_provision.runtime import secure
 
 app = Celery("livetasks")
 app.config_from_object(runpy.run_path(os.environ["LIVE_CELERY_CONF"])["CONFIG"])
-app.setup_security()
+secure(app)
 
 
 @app.task
@@ -230,6 +232,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     if server is None:
         pytest.skip("redis-server is not installed")
     from celery_provision import cli, export, model, render
+    from celery_provision.runtime import secure
 
     tmp = tmp_path_factory.mktemp("redis-roles")
     inv = tmp / "inv"
@@ -287,9 +290,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             assert not live.denials(), "\n".join(live.denials())
             producer = Celery("livetasks", set_as_current=False)
             producer.config_from_object(configs["client-1"])
-            producer.setup_security()  # the signing key of this process (Celery's is process-wide)
+            secure(producer)  # signs its task messages as client-1
             operator = Celery("ops", set_as_current=False)
-            operator.config_from_object(configs["ops-1"])
+            # Read at once: secure() on an app not configured yet loses its control serializer
+            # when the first use is app.control (tests/test_render.py, the xfail test).
+            operator.config_from_object(configs["ops-1"], force=True)
+            # Last: kombu's serializer registry is per process, and the control messages of
+            # this process must be signed as ops-1 (the producer sends none).
+            secure(operator)
             live.apps.update(client=producer, operator=operator)
             yield live
             live.admin.acl_log_reset()
@@ -426,6 +434,58 @@ def test_forget(quiet: Live) -> None:
     assert res.get(timeout=TIMEOUT) == 8
     res.forget()
     assert not quiet.results().exists(f"celery-task-meta-{res.id}")
+
+
+def _done(live: Live, task_id: str) -> bool:
+    """Whether the worker recorded *task_id* as completed (the runtime's replay record)."""
+    from celery_provision.runtime import DONE_PREFIX
+
+    deadline = time.monotonic() + TIMEOUT  # recorded after the result is stored (task_postrun)
+    while not live.results().exists(DONE_PREFIX + task_id):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_completed_task_is_recorded_for_as_long_as_its_message_is_accepted(quiet: Live) -> None:
+    from celery_provision.runtime import CONFIG, DONE_PREFIX
+
+    res = sig(quiet, "add", 6, 6).delay()
+    assert res.get(timeout=TIMEOUT) == 12 and _done(quiet, res.id)
+    max_age = quiet.configs["worker-1"][CONFIG]["max_age"]
+    assert max_age - 5 < quiet.results().ttl(DONE_PREFIX + res.id) <= max_age + 60
+
+
+def test_a_replayed_task_message_is_refused(quiet: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of a signed message pushed again after its task ran (here by the admin: anyone
+    who could push to the queue) is acknowledged and dropped: the worker checks the record
+    with its own rules (EXISTS), nothing is refused by Redis."""
+    import json
+
+    from kombu.transport import redis as kombu_redis
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+    put = kombu_redis.Channel._put
+
+    def capture(self: Any, queue: str, message: dict[str, Any], **kwargs: Any) -> Any:
+        sent.append((queue, json.loads(json.dumps(message))))
+        return put(self, queue, message, **kwargs)
+
+    monkeypatch.setattr(kombu_redis.Channel, "_put", capture)
+    res = sig(quiet, "add", 8, 8).delay()
+    assert res.get(timeout=TIMEOUT) == 16 and _done(quiet, res.id)
+    monkeypatch.undo()
+    ((queue, message),) = [(q, m) for q, m in sent if m["headers"].get("id") == res.id]
+    log = quiet.tmp / "worker-1.log"
+    quiet.admin.lpush(queue, json.dumps(message))
+    deadline = time.monotonic() + TIMEOUT
+    while "replay" not in log.read_text()[-5000:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert f"refused task livetasks.add[{res.id}] from client-1: replay: task {res.id} already completed" in text
+    assert text.count(f"Task livetasks.add[{res.id}] succeeded") == 1, text[-3000:]
+    assert quiet.admin.llen(queue) == 0  # acknowledged, not left for another worker
 
 
 def test_result_expiry(quiet: Live) -> None:

@@ -11,7 +11,7 @@ import pytest
 from celery import Celery
 from cryptography import x509
 
-from celery_provision import audit, credentials, model, pki, render
+from celery_provision import audit, credentials, model, pki, render, runtime
 from celery_provision.errors import ProvisionError
 from celery_provision.verify import load_module
 
@@ -87,18 +87,50 @@ def test_passwords_are_read_from_files_not_written_in_the_config(deployment: mod
 
 def test_messages_are_signed_and_pickle_is_accepted_nowhere(deployment: model.Deployment, tmp_path: Path) -> None:
     conf = _app(deployment, "worker-1", tmp_path).conf
-    assert conf.task_serializer == "auth"
-    assert conf.accept_content == ["auth"]
-    assert conf.event_serializer == "json"
+    # JSON on the wire, signed in the envelope (celery_provision.runtime), never Celery's `auth`.
+    assert (conf.task_serializer, conf.accept_content, conf.event_serializer) == ("json", ["json"], "json")
     assert "pickle" not in {*conf.accept_content, *conf.result_accept_content, conf.result_serializer}
-    assert Path(conf.security_key).exists() and Path(conf.security_certificate).exists()
-    assert conf.security_cert_store.endswith("/*.pem")
+    assert not [k for k in _settings(deployment, "worker-1") if k.startswith("security_")]
+    env = conf[runtime.CONFIG]
+    assert env["signer"] == "worker-1" and env["max_age"] == 86400
+    assert Path(env["key"]).exists() and Path(env["cert"]).exists()
+    assert Path(env["ca"]).read_bytes() == (deployment.pki_dir / "ca.pem").read_bytes()
+    assert Path(env["store"]).is_dir()
+    assert {p.stem for p in Path(env["store"]).glob("*.pem")} >= {"worker-1", "client-1"}
+
+
+def test_a_worker_knows_what_each_signer_may_call_and_a_producer_nothing(write_inventory: Any, basic_groups: dict,
+                                                                         tmp_path: Path) -> None:
+    basic_groups["celery_clients"]["client-1"]["celery_provision_allowed_tasks"] = ["app.public.*"]
+    d = _ready(write_inventory(basic_groups))
+    assert _app(d, "worker-1", tmp_path).conf[runtime.CONFIG]["allowed"] == {
+        "worker-1": ["*"], "client-1": ["app.public.*"]}
+    assert _app(d, "client-1", tmp_path).conf[runtime.CONFIG]["allowed"] == {}
+
+
+@pytest.mark.parametrize("all_vars", [
+    {},
+    pytest.param({"celery_provision_intermediate_ca": True}, id="intermediate-ca"),
+])
+def test_the_envelope_signs_and_checks_with_the_rendered_files(write_inventory: Any, tmp_path: Path,
+                                                                all_vars: dict) -> None:
+    deployment = _ready(write_inventory(all_vars=all_vars))
+    client, worker = (_app(deployment, h, tmp_path / h).conf[runtime.CONFIG] for h in ("client-1", "worker-1"))
+    signer = runtime.Signer.load(client["signer"], client["key"], client["cert"])
+    trust = runtime.Trust(worker["store"], worker["ca"], worker["allowed"], worker["max_age"])
+    headers = {"task": "app.add", "id": "t-1"}
+    body = b'[[2, 2], {}, {}]'
+    headers[runtime.HEADER] = signer.sign_task(headers, "application/json", "utf-8", body)
+    assert trust.verify_task(headers, "application/json", "utf-8", body) == "client-1"
+    with pytest.raises(runtime.Refused, match="signature does not match"):
+        trust.verify_task(headers, "application/json", "utf-8", b'[[2, 3], {}, {}]')
 
 
 def test_signed_results_when_the_inventory_asks(write_inventory: Any, tmp_path: Path) -> None:
     d = _ready(write_inventory(all_vars={"celery_provision_signed_results": True}))
     conf = _app(d, "worker-1", tmp_path).conf
-    assert (conf.result_serializer, conf.result_accept_content) == ("auth", ["auth"])
+    assert (conf.result_serializer, conf.result_accept_content) == (runtime.RESULT_SERIALIZER,
+                                                                    [runtime.RESULT_SERIALIZER])
 
 
 def test_unsigned_results_are_json(deployment: model.Deployment, tmp_path: Path) -> None:
@@ -200,7 +232,7 @@ def test_every_rendered_config_audits_clean(write_inventory: Any, tmp_path: Path
 def _signed_results_backend(write_inventory: Any, tmp_path: Path) -> Any:
     d = _ready(write_inventory(all_vars={"celery_provision_signed_results": True}))
     app = _app(d, "worker-1", tmp_path)
-    app.setup_security()
+    runtime.secure(app)
     return app.backend  # Celery's Redis backend: encode/decode are what it stores and reads
 
 
@@ -211,19 +243,35 @@ def test_a_signed_result_round_trips_through_the_backend_codec(write_inventory: 
 
 
 def test_a_signed_result_altered_in_the_backend_is_refused(write_inventory: Any, tmp_path: Path) -> None:
-    import base64
-
     from kombu.exceptions import DecodeError
 
     backend = _signed_results_backend(write_inventory, tmp_path)
     stored = backend.encode({"status": "SUCCESS", "result": 42, "task_id": "t-1"})
-    raw = base64.b64decode(stored)
-    assert b'"result": 42' in raw
-    altered = base64.b64encode(raw.replace(b'"result": 42', b'"result": 43')).decode()
-    # Celery reports a bad signature as a DecodeError wrapping a TypeError (its
-    # reraise_errors catches a module, not a class): assert the refusal, not the type.
-    with pytest.raises(DecodeError):
+    assert '\\"result\\": 42' in stored  # the signed blob carries the JSON result as a string
+    altered = stored.replace('\\"result\\": 42', '\\"result\\": 43')
+    # kombu reports the runtime's SecurityError as a DecodeError: assert the refusal.
+    with pytest.raises(DecodeError, match="signature does not match"):
         backend.decode(altered)
+
+
+def test_control_messages_are_signed_when_the_first_use_is_app_control(with_operator: model.Deployment,
+                                                                         tmp_path: Path) -> None:
+    path = render.write_all(with_operator, tmp_path / "out", hosts=["ops-1"], controller_paths=True)[0][0]
+    app = Celery("ops", set_as_current=False)
+    app.config_from_object(load_module(path))
+    runtime.secure(app)  # as the rendered module says: the configuration is not read yet
+    mailbox = app.control.mailbox
+    assert (mailbox.serializer, mailbox.accept) == (runtime.SERIALIZER, [runtime.SERIALIZER])
+
+
+def test_control_messages_are_signed_when_the_configuration_was_read(with_operator: model.Deployment,
+                                                                      tmp_path: Path) -> None:
+    path = render.write_all(with_operator, tmp_path / "out", hosts=["ops-1"], controller_paths=True)[0][0]
+    app = Celery("ops", set_as_current=False)
+    app.config_from_object(load_module(path), force=True)
+    runtime.secure(app)
+    mailbox = app.control.mailbox
+    assert (mailbox.serializer, mailbox.accept) == (runtime.SERIALIZER, [runtime.SERIALIZER])
 
 
 # --------------------------------------------------------------------------- one configuration per role
@@ -277,5 +325,6 @@ def test_with_operators_a_worker_answers_remote_control_and_sends_events(with_op
 
 def test_an_operator_config_has_the_broker_and_signing_but_no_results_or_queues(with_operator: model.Deployment) -> None:
     names = _settings(with_operator, "ops-1")
-    assert "broker_url" in names and names["task_serializer"] == "auth"
+    assert "broker_url" in names and names[runtime.CONFIG]["signer"] == "ops-1"
+    assert (names["task_serializer"], names[runtime.CONFIG]["allowed"]) == ("json", {})
     assert "result_backend" not in names and "task_queues" not in names and "redis_password" not in names

@@ -300,3 +300,61 @@ def test_platform_vars_are_internal_and_not_hard_coded_elsewhere(role: str) -> N
     hard = {str(p.relative_to(ROLES_DIR)): sorted(v for v in literals if re.search(
         r"(?<![\w./-])" + re.escape(v) + r"(?![\w/-])", code(p))) for p in files}
     assert {k: v for k, v in hard.items() if v} == {}, "platform names written outside vars/"
+
+
+# --- celery_worker: the runtime it copies into the application directory ----------------
+
+_RUNTIME_CHECK = '''
+import json, sys
+import celery_provision.runtime as rt
+from celery import Celery
+
+conf = json.loads(sys.argv[1])
+app = Celery("copied", set_as_current=False)
+app.config_from_object(conf, force=True)
+rt.secure(app)
+signer = app._celery_provision.signer
+headers = {"task": "celery_provision.canary.ping", "id": "t-1"}
+headers[rt.HEADER] = signer.sign_task(headers, "application/json", "utf-8", b"[[], {}, {}]")
+app._celery_provision.trust.verify_task(headers, "application/json", "utf-8", b"[[], {}, {}]")
+try:
+    import celery_provision.model  # noqa: F401
+except ImportError:
+    pass
+else:
+    sys.exit("celery_provision.model came from elsewhere: the check does not isolate the copy")
+print(rt.__file__)
+'''
+
+
+def test_the_runtime_files_a_worker_gets_are_all_it_needs(inventory: Path, tmp_path: Path) -> None:
+    """The export's `celery.runtime_files`, copied as the role does (each `dest` under the
+    application directory), import and sign/check alone: with Celery, kombu and
+    cryptography but without the rest of celery-provision (the hosts have no more)."""
+    import json
+    import subprocess
+    import sys
+    import sysconfig
+
+    from celery_provision import credentials, export, model, pki, render
+    from celery_provision.runtime import CONFIG
+    from celery_provision.verify import load_module
+
+    d = model.load(inventory)
+    pki.issue(d)
+    credentials.ensure(d)
+    files = export.host_vars(d, d.host("worker-1"))["celery"]["runtime_files"]
+    app_dir = tmp_path / "app"
+    for f in files:
+        assert not Path(f["dest"]).is_absolute() and ".." not in Path(f["dest"]).parts
+        (app_dir / f["dest"]).parent.mkdir(parents=True, exist_ok=True)
+        (app_dir / f["dest"]).write_bytes(Path(f["src"]).read_bytes())
+    assert {Path(f["dest"]).parts[0] for f in files} == {"celery_provision"}
+    rendered = load_module(render.write_all(d, tmp_path / "out", hosts=["worker-1"], controller_paths=True)[0][0])
+    conf = {CONFIG: getattr(rendered, CONFIG), "broker_url": "memory://"}
+    # -S: no .pth files, so not the editable install of this checkout; site-packages after the copy.
+    path = f"{app_dir}:{sysconfig.get_paths()['purelib']}:{sysconfig.get_paths()['platlib']}"
+    out = subprocess.run([sys.executable, "-S", "-c", _RUNTIME_CHECK, json.dumps(conf)], env={"PYTHONPATH": path},
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().startswith(str(app_dir / "celery_provision" / "runtime"))

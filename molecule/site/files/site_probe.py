@@ -7,7 +7,7 @@ Each command prints ONE verdict word first (what happened), then details:
     site_probe.py tls-nocert HOST PORT KIND    refused | accepted   (TLS, no client certificate)
     site_probe.py guest HOST PORT              refused | accepted   (RabbitMQ guest/guest)
     site_probe.py redis-default HOST PORT      refused | accepted   (Redis default user)
-    site_probe.py canary                       pong | error         (signed task round trip)
+    site_probe.py canary                       pong | error         (signed task round trip, the envelope)
     site_probe.py consume QUEUE                refused | allowed | error  (start a consumer on a task queue)
     site_probe.py events                       refused | allowed | error  (read the event stream)
     site_probe.py broadcast                    refused | allowed | error  (a remote-control broadcast)
@@ -142,10 +142,9 @@ def redis_default(host, port):
 
 
 def canary():
-    """A signed task to the running worker service, through the rendered configuration."""
-    from celery_provision_canary import app
-
-    app.setup_security()
+    """A signed task to the running worker service, through the rendered configuration (the
+    canary app calls celery_provision.runtime.secure(app): the envelope)."""
+    app = _app()
     nonce = uuid.uuid4().hex
     try:
         answer = app.send_task("celery_provision.canary.ping", args=[nonce]).get(timeout=60)
@@ -171,9 +170,12 @@ def attempt(action):
 
 
 def _app():
+    """The canary app (secured by the envelope when its configuration is read), with its
+    configuration read now: the runtime, installed later from `app.control`, would leave
+    the control messages unsigned (its known bug), and the workers would refuse them."""
     from celery_provision_canary import app
 
-    app.setup_security()
+    app.conf.broker_url  # noqa: B018 - reading a setting reads the configuration
     return app
 
 
@@ -186,7 +188,7 @@ def consume(queue):
             conn.ensure_connection(max_retries=1)
             known = app.amqp.queues.get(queue) or app.amqp.queues.new_missing(queue)
             bare = type(known)(known.name, known.exchange, known.routing_key, no_declare=True)
-            consumer = app.amqp.Consumer(conn.default_channel, queues=[bare], accept=["auth"],
+            consumer = app.amqp.Consumer(conn.default_channel, queues=[bare], accept=app.conf.accept_content,
                                          callbacks=[lambda body, message: message.requeue()])
             with consumer:
                 try:

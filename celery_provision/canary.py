@@ -52,7 +52,7 @@ def touch(path: str) -> str:
 def admin_touch(path: str) -> str:
     """`touch` under a name outside the canary's namespace: the local inventory's producer
     may call `celery_provision.canary.*` only, so this proves its allow-list."""
-    return touch(path)
+    return str(touch(path))
 
 
 @app.task(name=MARK)

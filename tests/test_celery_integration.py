@@ -38,7 +38,7 @@ def test_a_rendered_worker_config_becomes_the_suite_settings_with_only_the_trans
     secured, other = plugin.load_settings(path)
     # Every public name is a Celery setting (ssl, Path and _secret are not taken for one).
     assert other == []
-    assert secured["task_serializer"] == "json" and secured["accept_content"] == ["json"]
+    assert secured["task_serializer"] == "celery-provision-json" and secured["accept_content"] == ["celery-provision-json"]
     assert secured[runtime.CONFIG]["signer"] == "worker-1"  # not a Celery setting, applied all the same
     assert secured["broker_url"].startswith("amqps://worker-1@")
     assert secured["broker_password"] == credentials.password(d, "rabbitmq", "worker-1")

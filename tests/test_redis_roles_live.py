@@ -289,11 +289,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             # Start-up (declares, the first restore and binding sweep) was refused nothing.
             assert not live.denials(), "\n".join(live.denials())
             producer = Celery("livetasks", set_as_current=False)
-            producer.config_from_object(configs["client-1"])
-            secure(producer)  # signs its task messages as client-1
+            producer.config_from_object(configs["client-1"], force=True)
+            secure(producer)  # signs its task messages as client-1 (installed now, before the operator)
             operator = Celery("ops", set_as_current=False)
-            # Read at once: secure() on an app not configured yet loses its control serializer
-            # when the first use is app.control (tests/test_render.py, the xfail test).
             operator.config_from_object(configs["ops-1"], force=True)
             # Last: kombu's serializer registry is per process, and the control messages of
             # this process must be signed as ops-1 (the producer sends none).

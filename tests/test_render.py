@@ -88,7 +88,7 @@ def test_passwords_are_read_from_files_not_written_in_the_config(deployment: mod
 def test_messages_are_signed_and_pickle_is_accepted_nowhere(deployment: model.Deployment, tmp_path: Path) -> None:
     conf = _app(deployment, "worker-1", tmp_path).conf
     # JSON on the wire, signed in the envelope (celery_provision.runtime), never Celery's `auth`.
-    assert (conf.task_serializer, conf.accept_content, conf.event_serializer) == ("json", ["json"], "json")
+    assert (conf.task_serializer, conf.accept_content, conf.event_serializer) == ("celery-provision-json", ["celery-provision-json"], "json")
     assert "pickle" not in {*conf.accept_content, *conf.result_accept_content, conf.result_serializer}
     assert not [k for k in _settings(deployment, "worker-1") if k.startswith("security_")]
     env = conf[runtime.CONFIG]
@@ -326,5 +326,5 @@ def test_with_operators_a_worker_answers_remote_control_and_sends_events(with_op
 def test_an_operator_config_has_the_broker_and_signing_but_no_results_or_queues(with_operator: model.Deployment) -> None:
     names = _settings(with_operator, "ops-1")
     assert "broker_url" in names and names[runtime.CONFIG]["signer"] == "ops-1"
-    assert (names["task_serializer"], names[runtime.CONFIG]["allowed"]) == ("json", {})
+    assert (names["task_serializer"], names[runtime.CONFIG]["allowed"]) == ("celery-provision-json", {})
     assert "result_backend" not in names and "task_queues" not in names and "redis_password" not in names

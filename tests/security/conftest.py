@@ -26,6 +26,7 @@ import pytest
 
 import secprobe
 from celery_provision.runtime import HEADER, Signer
+from celery_provision.runtime.protect import TASK_CONTENT_TYPE
 from livedeploy import role_default
 from secprobe import WAIT, Endpoint, Issuer
 
@@ -246,7 +247,7 @@ class Wire:
     task_id: str
     headers: dict[str, Any]
     body: bytes
-    content_type: str = "application/json"
+    content_type: str = TASK_CONTENT_TYPE
     content_encoding: str = "utf-8"
 
     def relabelled(self, **headers: Any) -> Wire:

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import secprobe
-from celery_provision.runtime import HEADER, Signer
-from celery_provision.runtime.protect import TASK_CONTENT_TYPE
 from livedeploy import role_default
 from secprobe import WAIT, Endpoint, Issuer
+
+from celery_provision.runtime import HEADER, Signer
+from celery_provision.runtime.protect import TASK_CONTENT_TYPE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import copy
 import gc
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import redislive
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -121,17 +119,6 @@ def purge(tag):
     note(tag, "run")
     return "purged"
 '''
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip(f"no free port in {PORTS.start}-{PORTS.stop - 1} for a private redis-server")
 
 
 def _config(source: str, port: int) -> dict[str, Any]:
@@ -240,37 +227,13 @@ def _tag() -> str:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    from celery_provision import cli, model, render
+    from celery_provision import render
     from celery_provision.runtime import secure
 
     tmp = tmp_path_factory.mktemp("envelope")
-    inv = tmp / "inv"
-    (inv / "group_vars").mkdir(parents=True)
-    doc = {"all": {"children": {g: {"hosts": h} for g, h in HOSTS.items()}}}
-    (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    (inv / "group_vars" / "all.yml").write_text("---\n" + yaml.safe_dump(VARS, sort_keys=False))
-    for command in (["certs", "issue"], ["credentials"]):
-        assert cli.main([*command, "-i", str(inv / "hosts.yml")]) in (0, None)
-    d = model.load(str(inv / "hosts.yml"))
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp), "--logfile", str(tmp / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        admin = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                admin.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if proc.poll() is not None:
-                    pytest.fail(f"redis-server exited: {(tmp / 'redis.log').read_text()[-2000:]}")
-                time.sleep(0.05)
+    d = redislive.deployment(tmp, HOSTS, VARS)
+    port = redislive.free_port(PORTS)
+    with redislive.redis_server(tmp, port):
         configs = {h: _config(render.render(d, d.host(h), controller_paths=True), port)
                    for h in ("worker-1", "worker-2", "client-1", "ops-1")}
         configs["client-1-next"] = _next_signing_key(d, configs["client-1"], tmp)
@@ -300,9 +263,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             gc.collect()  # results never fulfilled (a refused chain's steps) unsubscribe while Redis runs
             for app in live.apps.values():
                 app.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _next_signing_key(d: Any, conf: dict[str, Any], tmp: Path) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 import jinja2
 import pytest
-import yaml
+import redislive
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -123,17 +122,6 @@ def replace_with_group(self, x):
     raise self.replace(group(add.si(x, 1), add.si(x, 2)))
 
 '''
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port in 6400-6409 for a private redis-server")
 
 
 def _tokens(rules: str) -> list[str]:
@@ -228,21 +216,11 @@ def _wait_ready(live: Live, name: str, proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    from celery_provision import cli, export, model, render
+    from celery_provision import export, render
     from celery_provision.runtime import secure
 
     tmp = tmp_path_factory.mktemp("redis-roles")
-    inv = tmp / "inv"
-    (inv / "group_vars").mkdir(parents=True)
-    doc = {"all": {"children": {g: {"hosts": h} for g, h in HOSTS.items()}}}
-    (inv / "hosts.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    (inv / "group_vars" / "all.yml").write_text("---\n" + yaml.safe_dump(VARS, sort_keys=False))
-    for command in (["certs", "issue"], ["credentials"]):
-        assert cli.main([*command, "-i", str(inv / "hosts.yml")]) in (0, None)
-    d = model.load(str(inv / "hosts.yml"))
+    d = redislive.deployment(tmp, HOSTS, VARS)
     spec = export.host_vars(d, d.host("redis-1"))["redis"]
     users = spec["users"]
     drop = os.environ.get("LIVE_ACL_DROP")  # "USER:N": leave out rule N of USER (removal evidence)
@@ -259,22 +237,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     passwords = {u["name"]: u["password"] for u in users} | {spec["admin_user"]: spec["admin_password"]}
     aclfile = tmp / "users.acl"
     aclfile.write_text(_acl_file(users, spec["admin_user"], spec["admin_password"]))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp), "--aclfile", str(aclfile), "--acllog-max-len", "1024",
-         "--logfile", str(tmp / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    port = redislive.free_port(PORTS)
     admin = redis.Redis(port=port, username=spec["admin_user"], password=spec["admin_password"])
-    try:
-        for _ in range(100):
-            try:
-                admin.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if proc.poll() is not None:
-                    pytest.fail(f"redis-server exited: {(tmp / 'redis.log').read_text()[-2000:]}")
-                time.sleep(0.05)
+    with redislive.redis_server(tmp, port, "--aclfile", str(aclfile), "--acllog-max-len", "1024", client=admin):
         configs = {h: _config(render.render(d, d.host(h), controller_paths=True), port, h)
                    for h in ("worker-1", "worker-2", "client-1", "ops-1")}
         (tmp / "livetasks.py").write_text(TASKS)
@@ -312,9 +277,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 app.close()
         # A warm shutdown (SIGTERM) was refused nothing either.
         assert not live.denials(), "\n".join(live.denials())
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture
@@ -643,25 +605,14 @@ def test_absent_user_leaves_the_acl_and_its_connections_are_closed(tmp_path: Pat
     changed file notifies, or ACL LOAD) refuses that user and closes its open connections."""
     from celery_provision.acl import redis_acl_rules
 
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
     rules = redis_acl_rules("client", ["celery"], task_queues=["celery"], broker=True, backend=True)
     users = [{"name": "client-9", "password": "p" * 20, "rules": rules, "state": "present"}]
     admin_password = uuid.uuid4().hex
     aclfile = tmp_path / "users.acl"
     aclfile.write_text(_acl_file(users, "admin", admin_password))
-    port = _free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
-                             "--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
-                             "--aclfile", str(aclfile)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        admin = redis.Redis(port=port, username="admin", password=admin_password)
-        for _ in range(100):
-            with contextlib.suppress(redis.exceptions.ConnectionError):
-                admin.ping()
-                break
-            time.sleep(0.05)
+    port = redislive.free_port(PORTS)
+    admin = redis.Redis(port=port, username="admin", password=admin_password)
+    with redislive.redis_server(tmp_path, port, "--aclfile", str(aclfile), client=admin):
         revoked = redis.Redis(port=port, username="client-9", password="p" * 20, single_connection_client=True)
         assert revoked.ping()
         users[0]["state"] = "absent"
@@ -675,6 +626,3 @@ def test_absent_user_leaves_the_acl_and_its_connections_are_closed(tmp_path: Pat
             revoked.ping()
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis.Redis(port=port, username="client-9", password="p" * 20).ping()
-    finally:
-        proc.terminate()
-        proc.wait(10)

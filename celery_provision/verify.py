@@ -443,25 +443,35 @@ def _ran(meta: Mapping[str, Any]) -> bool:
                 and result.get("exc_type") == "SecurityError")
 
 
+def _message_probe(d: Deployment, client: Host, check: str, probe: Callable[[Any], tuple[bool, str]]) -> Check:
+    """Run *probe* with *client*'s application: (passed, detail). A probe that cannot be
+    made is a failure, never a pass."""
+    target = f"{d.settings.broker} -> workers"
+    with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp, \
+            _app(d, client, Path(tmp)) as app:
+        try:
+            ok, detail = probe(app)
+        except Exception as exc:  # the probe could not be made: not a pass
+            return Check(check, target, False, f"could not test: {type(exc).__name__}: {exc}"[:200])
+    return Check(check, target, ok, detail)
+
+
 def _relabelled_canary(d: Deployment, client: Host, timeout: float) -> Check:
     """A ping signed by *client*, re-published with the same envelope as `touch` of a fresh
     path: refused, it leaves no result (and the file is never created)."""
     from . import canary
 
-    check, target = "re-labelled canary (signed ping sent as touch) not run", f"{d.settings.broker} -> workers"
-    path = f"/tmp/celery-provision-verify-{uuid.uuid4().hex}"
-    with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp, \
-            _app(d, client, Path(tmp)) as app:
-        try:
-            result, message = _signed(app, canary.PING, [path], forward=False)
-            _republish(app, message, task=canary.TOUCH)
-            _settled(app, timeout)
-            meta = app.backend.get_task_meta(result.id, cache=False)
-        except Exception as exc:  # the probe could not be made: not a pass
-            return Check(check, target, False, f"could not test: {type(exc).__name__}: {exc}"[:200])
-    if _ran(meta):
-        return Check(check, target, False, f"touch ran ({meta.get('status')}): {path} on a worker")
-    return Check(check, target, True, "refused: no result stored")
+    def probe(app: Any) -> tuple[bool, str]:
+        path = f"/tmp/celery-provision-verify-{uuid.uuid4().hex}"
+        result, message = _signed(app, canary.PING, [path], forward=False)
+        _republish(app, message, task=canary.TOUCH)
+        _settled(app, timeout)
+        meta = app.backend.get_task_meta(result.id, cache=False)
+        if _ran(meta):
+            return False, f"touch ran ({meta.get('status')}): {path} on a worker"
+        return True, "refused: no result stored"
+
+    return _message_probe(d, client, "re-labelled canary (signed ping sent as touch) not run", probe)
 
 
 def _replayed_canary(d: Deployment, client: Host, timeout: float) -> Check:
@@ -470,22 +480,19 @@ def _replayed_canary(d: Deployment, client: Host, timeout: float) -> Check:
     a result stored again means it ran again."""
     from . import canary
 
-    check, target = "replayed canary (completed ping sent again) not run", f"{d.settings.broker} -> workers"
-    with tempfile.TemporaryDirectory(prefix="celery-provision-verify-") as tmp, \
-            _app(d, client, Path(tmp)) as app:
-        try:
-            result, message = _signed(app, canary.PING, [uuid.uuid4().hex], forward=True)
-            result.get(timeout=timeout)
-            done = app.backend.get_task_meta(result.id, cache=False).get("date_done")
-            result.forget()
-            _republish(app, message)
-            _settled(app, timeout)
-            again = app.backend.get_task_meta(result.id, cache=False)
-        except Exception as exc:  # the probe could not be made: not a pass
-            return Check(check, target, False, f"could not test: {type(exc).__name__}: {exc}"[:200])
-    if _ran(again):
-        return Check(check, target, False, f"ran again: done at {done}, then at {again.get('date_done')}")
-    return Check(check, target, True, f"refused: ran once (done at {done})")
+    def probe(app: Any) -> tuple[bool, str]:
+        result, message = _signed(app, canary.PING, [uuid.uuid4().hex], forward=True)
+        result.get(timeout=timeout)
+        done = app.backend.get_task_meta(result.id, cache=False).get("date_done")
+        result.forget()
+        _republish(app, message)
+        _settled(app, timeout)
+        again = app.backend.get_task_meta(result.id, cache=False)
+        if _ran(again):
+            return False, f"ran again: done at {done}, then at {again.get('date_done')}"
+        return True, f"refused: ran once (done at {done})"
+
+    return _message_probe(d, client, "replayed canary (completed ping sent again) not run", probe)
 
 
 # --------------------------------------------------------------------------- role checks

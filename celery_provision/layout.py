@@ -44,11 +44,6 @@ class AppFiles:
     #: Password file of each service, relative to `secrets_dir`.
     secrets: tuple[tuple[str, str], ...] = ()
 
-    @property
-    def signer_glob(self) -> str:
-        """Celery's `security_cert_store`: every trusted signer certificate."""
-        return str(self.signer_store / "*.pem")
-
     def secret(self, service: str) -> str:
         """The password file of *service*, relative to `secrets_dir`."""
         return dict(self.secrets)[service]

@@ -68,8 +68,7 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
                "allowed": {h.name: list(h.allowed_tasks) for h in d.apps} if host.is_worker else {},
                # Who may sign the control messages this host receives (a worker: operators'
                # commands; an operator: workers' replies) and the results it reads (workers).
-               "control": [h.name for h in d.apps if (h.is_operator if host.is_worker else
-                                                       h.is_worker if host.is_operator else False)],
+               "control": [h.name for h in d.apps if h.role == _CONTROL_SENDER.get(host.role or "")],
                "results": [h.name for h in d.apps if h.is_worker]}
     secret = dict(files.secrets)
 
@@ -117,6 +116,11 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "envelope_config": ENVELOPE_CONFIG,
         "task_serializer": TASK_SERIALIZER,
     }
+
+
+#: Whose control messages a host takes: a worker its operators' commands, an operator the
+#: workers' replies; a producer none.
+_CONTROL_SENDER = {"worker": "operator", "operator": "worker"}
 
 
 def _queues(d: Deployment, host: Host) -> list[dict[str, Any]]:

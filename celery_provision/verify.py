@@ -364,8 +364,8 @@ def client_app(d: Deployment, host: Host, workdir: Path) -> Any:
 
     path = render.write_all(d, workdir, hosts=[host.name], controller_paths=True)[0][0]
     app = Celery(f"verify-{host.name}", set_as_current=False)
-    # Read now: `secure` then installs at once (a lazy read first triggered by `app.control`
-    # would leave that control's mailbox unsigned).
+    # Read now, so `secure` installs at once: kombu's serializers are per process, and this
+    # process signs control messages as the host whose app it made last.
     app.config_from_object(load_module(path), force=True)
     secure(app)
     return app

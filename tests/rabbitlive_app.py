@@ -43,11 +43,8 @@ def rendered_config(path: str, broker_url: str, backend: str | None) -> dict[str
 
 
 app = Celery("rabbitlive")
-# force=True: read at once. secure() on an app not configured yet loses its control serializer
-# when the first use is app.control, as in `celery inspect`/`control` (the runtime bug that
-# tests/test_render.py's xfail test shows): the workers would refuse the operator's commands.
 app.config_from_object(rendered_config(os.environ["CP_RENDERED"], os.environ["CP_BROKER_URL"],
-                                       os.environ.get("CP_BACKEND")), force=True)
+                                       os.environ.get("CP_BACKEND")))
 secure(app)
 
 

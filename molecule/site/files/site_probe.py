@@ -170,12 +170,9 @@ def attempt(action):
 
 
 def _app():
-    """The canary app (secured by the envelope when its configuration is read), with its
-    configuration read now: the runtime, installed later from `app.control`, would leave
-    the control messages unsigned (its known bug), and the workers would refuse them."""
+    """The canary app (secured by the envelope when its configuration is read)."""
     from celery_provision_canary import app
 
-    app.conf.broker_url  # noqa: B018 - reading a setting reads the configuration
     return app
 
 

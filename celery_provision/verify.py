@@ -484,6 +484,9 @@ def _replayed_canary(d: Deployment, client: Host, timeout: float) -> Check:
         result, message = _signed(app, canary.PING, [uuid.uuid4().hex], forward=True)
         result.get(timeout=timeout)
         done = app.backend.get_task_meta(result.id, cache=False).get("date_done")
+        # The workers record a task as done just after its result: once a later ping is
+        # answered they have, and only then is the result forgotten.
+        _settled(app, timeout)
         result.forget()
         _republish(app, message)
         _settled(app, timeout)

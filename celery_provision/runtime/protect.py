@@ -78,9 +78,10 @@ class Runtime:
 
     def completed(self, task_id: str) -> str | None:
         """Why *task_id* may not run again on this deployment: `completed` (the record of done
-        tasks) or `revoked` (its stored result says so: Celery's revoke command stores it, and
-        keeps the id in the worker's memory only); None when it may (and always without a
-        Redis backend). One round trip."""
+        tasks, or a stored final result: Celery stores it before the record is written) or
+        `revoked` (its stored result says so: Celery's revoke command stores it, and keeps the
+        id in the worker's memory only); None when it may (and always without a Redis
+        backend). One round trip."""
         client = self._client()
         if client is None:
             return None
@@ -93,8 +94,8 @@ class Runtime:
                 status = backend.decode_result(meta).get("status")
             except Exception:  # noqa: BLE001 - an unreadable result is no proof of revocation
                 return None
-            if status == states.REVOKED:
-                return "revoked"
+            if status in states.READY_STATES:
+                return "revoked" if status == states.REVOKED else "completed"
         return None
 
     def mark_completed(self, task_id: str, envelope: Any, eta: Any) -> None:

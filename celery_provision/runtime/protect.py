@@ -47,10 +47,17 @@ SERIALIZER = "celery-provision"
 CONTENT_TYPE = "application/x-celery-provision"
 RESULT_SERIALIZER = "celery-provision-result"
 RESULT_CONTENT_TYPE = "application/x-celery-provision-result"
+#: How long a worker waits before it requeues a message it cannot check yet.
+REQUEUE_PAUSE = 1.0
 #: How old a control message may be (a replayed `revoke` or `shutdown` is refused after it).
 CONTROL_MAX_AGE = 300.0
 
 log = logging.getLogger("celery_provision.runtime")
+
+
+class RecordUnavailable(Exception):
+    """The record of done tasks cannot be read now (the result backend is down): the message
+    is neither run nor refused, but requeued."""
 
 
 class Runtime:
@@ -86,7 +93,10 @@ class Runtime:
         if client is None:
             return None
         backend = self.app.backend
-        done, meta = client.mget([DONE_PREFIX + task_id, backend.get_key_for_task(task_id)])
+        try:
+            done, meta = client.mget([DONE_PREFIX + task_id, backend.get_key_for_task(task_id)])
+        except (OSError, *getattr(backend, "connection_errors", ())) as exc:
+            raise RecordUnavailable(f"{type(exc).__name__}: {exc}") from None
         if done is not None:
             return "completed"
         if meta is not None:
@@ -215,6 +225,14 @@ def _checked(runtime: Runtime, strategy: Callable[..., Any], errors: Any) -> Cal
         except Refused as exc:
             ack(log, errors)  # acknowledged: a refused message is never redelivered
             runtime.refuse(message, exc)
+            return None
+        except RecordUnavailable as exc:
+            # Neither run unchecked nor lost: back to the queue, after a pause that keeps a
+            # restart of the backend from becoming a busy loop of redeliveries.
+            log.warning("celery-provision cannot read the record of done tasks (%s): task %s requeued",
+                        exc, (message.headers or {}).get("id"))
+            time.sleep(REQUEUE_PAUSE)
+            reject(log, errors, True)
             return None
         return strategy(message, body, ack, reject, callbacks, **kwargs)
 

@@ -19,9 +19,9 @@ VariableManager.get_vars for one host per distinct set of groups, and each host'
 variables and host_vars lookup), interleaved, each run in a fresh forked process.
 
 With `--scale 100,1000,10000`, the controller side end to end through the CLI
-(`celery_provision.cli.main`, in a fresh forked process each): `certs issue` (first run, up
-to `--first-issue-max` workers), its no-op re-run, `render` and `export`, with the time per
-worker at each size.
+(`celery_provision.cli.main`, in a fresh forked process each): `certs issue`, its no-op
+re-run, `render` and `export`, with the time per worker at each size, and `certs issue` at the
+largest size against the floor of the same leaves (TLS and signing certificate per worker).
 
 Usage: benchmarks/bench_pki.py [--n 1000] [--openssl-sample 20] [--rsa-sample 10]
                                [--parse-n 10000] [--scale 100,1000,10000]
@@ -59,6 +59,8 @@ TARGET_OPENSSL_SPEEDUP = 50.0
 TARGET_NOOP_10K_SECONDS = 2.0
 TARGET_LOAD_RATIO = 1.5
 TARGET_LINEAR_RATIO = 1.2
+#: certs issue for 10,000 workers end to end against the bare floor of the same key types.
+TARGET_ISSUE_FLOOR_RATIO = 2.0
 
 
 def _clock() -> float:
@@ -360,26 +362,6 @@ def bench_loading(n: int, root: Path, repeats: int) -> list[tuple[str, float, fl
 # --------------------------------------------------------------------------- the CLI at scale
 
 
-class _KeyPool:
-    """Signing keys from a small pool: sets up a PKI of 10,000 workers in seconds instead of
-    generating 10,000 RSA keys. Used only to prepare the re-run, render and export at sizes
-    whose first issue is not measured; never inside a measurement."""
-
-    def __init__(self, size: int, key_type: str) -> None:
-        self.keys = [pki.generate_key(key_type) for _ in range(size)]
-        self.key_type = key_type
-        self.next = 0
-
-    def __call__(self, key_type: str) -> Any:
-        if key_type != self.key_type:
-            return _real_generate_key(key_type)
-        self.next += 1
-        return self.keys[self.next % len(self.keys)]
-
-
-_real_generate_key = pki.generate_key
-
-
 def _cli(argv: list[str]) -> tuple[float, str]:
     """`celery-provision ARGV` in-process, stdout captured (printed output is part of the cost)."""
     out = io.StringIO()
@@ -392,11 +374,7 @@ def _cli(argv: list[str]) -> tuple[float, str]:
     return elapsed, out.getvalue()
 
 
-def _issue(inv: Path, pool: int) -> float:
-    if pool:
-        from celery_provision.pki import leaves
-
-        leaves.generate_key = _KeyPool(pool, SCALE_SIGNING_KEY_TYPE)  # type: ignore[assignment]
+def _issue(inv: Path) -> float:
     return _cli(["certs", "issue", "-i", str(inv)])[0]
 
 
@@ -419,31 +397,27 @@ def _export(inv: Path) -> float:
     return _cli(["export", "-i", str(inv)])[0]
 
 
-#: The cheapest signing key type the model allows (Celery signs with RSA only).
-SCALE_SIGNING_KEY_TYPE = "rsa2048"
 SCALE_STEPS = ("certs issue", "no-op re-run", "render", "export", "model.load")
 
 
-def bench_scale(sizes: list[int], root: Path, first_issue_max: int, pool: int,
-                export_max: int) -> dict[int, dict[str, float | None]]:
-    """Each CLI step for N workers (plus a RabbitMQ and a Redis host), in a fresh process each."""
-    table: dict[int, dict[str, float | None]] = {}
+def bench_scale(sizes: list[int], root: Path) -> dict[int, dict[str, float]]:
+    """Each CLI step for N workers (plus a RabbitMQ and a Redis host), in a fresh process each;
+    the model's default key types (TLS and signing keys ec-p256). The largest size also gets
+    its floor: the same leaves (a TLS certificate and a signing certificate per worker, the
+    brokers' server certificates) made in memory by `bench_floor` on every core."""
+    table: dict[int, dict[str, float]] = {}
     for n in sizes:
-        inv = write_inventory(root / f"scale-{n}" / "inventory", n, redis=True, all_vars=(
-            "celery_provision_result_backend: redis\n"
-            "celery_provision_key_type: ec-p256\n"
-            f"celery_provision_signing_key_type: {SCALE_SIGNING_KEY_TYPE}\n"))
-        row: dict[str, float | None] = {}
-        if n <= first_issue_max:
-            row["certs issue"] = in_fresh_process(_issue, inv, 0)
-        else:
-            in_fresh_process(_issue, inv, pool)  # set-up only: signing keys from a pool
-            row["certs issue"] = None
+        inv = write_inventory(root / f"scale-{n}" / "inventory", n, redis=True,
+                              all_vars="celery_provision_result_backend: redis\n")
+        row: dict[str, float] = {}
+        row["certs issue"] = in_fresh_process(_issue, inv)
         row["no-op re-run"] = in_fresh_process(_reissue, inv)
         in_fresh_process(_credentials, inv)  # set-up for export: the broker passwords
         row["render"] = in_fresh_process(_render, inv, root / f"scale-{n}" / "out")
-        row["export"] = in_fresh_process(_export, inv) if n <= export_max else None
+        row["export"] = in_fresh_process(_export, inv)
         row["model.load"] = in_fresh_process(_model_load, inv)
+        if n == max(sizes):
+            row["floor"] = in_fresh_process(bench_floor, 2 * n + 2, os.cpu_count() or 1)
         table[n] = row
         print(f"  N={n}: " + ", ".join(f"{k} {'-' if v is None else f'{v:.2f} s'}" for k, v in row.items()),
               file=sys.stderr, flush=True)
@@ -466,47 +440,30 @@ def print_loading(n: int, rows: list[tuple[str, float, float, float]], repeats: 
     print("          variables and host_vars lookup (what ansible-core itself must read)")
 
 
-EXPORT_MAX = 1000
 
 
-def print_scale(table: dict[int, dict[str, float | None]], first_issue_max: int) -> None:
+def print_scale(table: dict[int, dict[str, float]]) -> None:
     sizes = sorted(table)
-    print(f"controller side through the CLI, a fresh process per step (signing keys {SCALE_SIGNING_KEY_TYPE}, "
-          "the cheapest allowed; TLS keys ec-p256)")
+    print("controller side through the CLI, a fresh process per step (the model's key types: "
+          "TLS and signing keys ec-p256)")
     head = "".join(f"  {'N=' + format(n, ','):>20}" for n in sizes)
     print(f"  {'step':14}{head}")
     print(f"  {'':14}" + "".join(f"  {'s':>9} {'ms/worker':>10}" for _ in sizes))
     for step in SCALE_STEPS:
-        cells = []
-        for n in sizes:
-            v = table[n][step]
-            cells.append(f"  {'-':>9} {'-':>10}" if v is None else f"  {v:9.3f} {v / n * 1000:10.3f}")
-        print(f"  {step:14}" + "".join(cells))
-    if any(table[n]["certs issue"] is None for n in sizes):
-        print(f"  '-': first issue not measured above {first_issue_max:,} workers (one RSA key per worker: "
-              "minutes); its PKI was set up with signing keys from a pool")
-    exported = [n for n in sizes if table[n]["export"] is not None]
-    if len(exported) < len(sizes):
-        print(f"  export not measured above {max(exported, default=0):,} workers: its JSON lists every signer "
-              "certificate for every worker (celery.signers), N x N paths")
-    big, mid = max(sizes), sorted(sizes)[-2] if len(sizes) > 1 else None
-    if mid is not None:
+        print(f"  {step:14}" + "".join(f"  {table[n][step]:9.3f} {table[n][step] / n * 1000:10.3f}" for n in sizes))
+    big = max(sizes)
+    issue, floor = table[big]["certs issue"], table[big]["floor"]
+    print(f"  certs issue over {big:,} workers / floor of the same leaves ({2 * big + 2:,} ec-p256 key+certificate "
+          f"pairs in memory, {os.cpu_count()} procs: {floor:.3f} s) = {issue / floor:.2f}x "
+          f"(target <= {TARGET_ISSUE_FLOOR_RATIO}x) {_verdict(issue / floor <= TARGET_ISSUE_FLOOR_RATIO)}")
+    if len(sizes) > 1:
+        mid = sorted(sizes)[-2]
         print(f"  per worker at {big:,} / per worker at {mid:,} (target <= {TARGET_LINEAR_RATIO}x):")
         for step in SCALE_STEPS:
-            a, b = table[big][step], table[mid][step]
-            if a is None or b is None:
-                low = [n for n in sizes if table[n][step] is not None]
-                extra = ""
-                if len(low) >= 2:
-                    x, y = table[low[-1]][step], table[low[-2]][step]
-                    assert x is not None and y is not None
-                    extra = f"; {low[-1]:,}/{low[-2]:,}: {(x / low[-1]) / (y / low[-2]):.2f}x"
-                print(f"    {step:14}  not measured at {big:,}{extra}")
-                continue
-            ratio = (a / big) / (b / mid)
+            ratio = (table[big][step] / big) / (table[mid][step] / mid)
             print(f"    {step:14}  {ratio:5.2f}x  {_verdict(ratio <= TARGET_LINEAR_RATIO)}")
-    noop = table[big]["no-op re-run"]
-    if big >= 10000 and noop is not None:
+    if big >= 10000:
+        noop = table[big]["no-op re-run"]
         print(f"  no-op re-run of certs issue over {big:,} workers = {noop:.2f} s "
               f"(target < {TARGET_NOOP_10K_SECONDS} s) {_verdict(noop < TARGET_NOOP_10K_SECONDS)}")
 
@@ -533,12 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parse-repeats", type=int, default=3, help="interleaved runs of each (median)")
     parser.add_argument("--scale", default="", metavar="N,N,...",
                         help="also time certs issue, its re-run, render and export via the CLI at each N")
-    parser.add_argument("--first-issue-max", type=int, default=1000, metavar="N",
-                        help="largest N whose first certs issue is measured (RSA keys: ~minutes at 10,000)")
-    parser.add_argument("--key-pool", type=int, default=64,
-                        help="signing keys reused to set up larger PKIs whose first issue is not measured")
-    parser.add_argument("--export-max", type=int, default=EXPORT_MAX, metavar="N",
-                        help="largest N whose export is measured (its output grows as N x N)")
     parser.add_argument("--skip-issue", action="store_true", help="skip the pki.issue/floor/openssl rows")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
@@ -554,8 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
         if args.scale:
             sizes = sorted(int(x) for x in args.scale.split(","))
-            print_scale(bench_scale(sizes, root / "scale", args.first_issue_max, args.key_pool,
-                                    args.export_max), args.first_issue_max)
+            print_scale(bench_scale(sizes, root / "scale"))
             print()
         if args.skip_issue:
             print(f"load average {_loadavg()}")

@@ -136,7 +136,7 @@ def _redis(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, Any
 
 def host_vars(d: Deployment, host: Host) -> dict[str, Any]:
     """Everything the roles need to know about one host."""
-    return _host_vars(d, host, _signers(d), set(pki.revoked_hosts(d)))
+    return _host_vars(d, host, set(pki.revoked_hosts(d)))
 
 
 def _signers(d: Deployment) -> list[str]:
@@ -144,20 +144,21 @@ def _signers(d: Deployment) -> list[str]:
     return [str(p) for p in sorted(d.layout.signers_dir.glob("*.pem"))]
 
 
-def _host_vars(d: Deployment, host: Host, signers: list[str], revoked: Collection[str]) -> dict[str, Any]:
+def _host_vars(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"address": host.address, "groups": sorted(host.groups), "tls": _tls(d, host, revoked)}
     if host.is_rabbitmq:
         out["rabbitmq"] = _rabbitmq(d, host, revoked)
     if host.is_redis:
         out["redis"] = _redis(d, host, revoked)
     if host.is_app:
-        out["celery"] = _celery(d, host, signers, revoked)
+        out["celery"] = _celery(d, host, revoked)
     return out
 
 
-def _celery(d: Deployment, host: Host, signers: list[str], revoked: Collection[str]) -> dict[str, Any]:
+def _celery(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, Any]:
     """A worker's or client's files: each with its controller source and name on the host;
-    for a revoked host only that it is revoked (no configuration, files or signers)."""
+    for a revoked host only that it is revoked (no configuration or files). The signer
+    certificates, the same for every host, are the export's top-level `signers`."""
     if host.name in revoked:
         return {"revoked": True, "worker": host.is_worker, "role": host.role}
     there = d.host_layout(host)
@@ -169,7 +170,6 @@ def _celery(d: Deployment, host: Host, signers: list[str], revoked: Collection[s
         "signer_dir": str(there.signer_store),
         "config": render.render(d, host),
         "files": [{"name": f.name, "src": f.src, "secret": f.secret} for f in render.host_files(d, host)],
-        "signers": list(signers),
         "canary_src": canary.__file__,
         "runtime_files": _runtime_files(),
         "role": host.role,
@@ -189,13 +189,14 @@ def _runtime_files() -> list[dict[str, str]]:
 
 def export(d: Deployment) -> dict[str, Any]:
     """The whole deployment as the roles see it."""
-    signers = _signers(d)  # read once: a glob per host made export quadratic in the workers
     revoked = set(pki.revoked_hosts(d))
     return {
         "inventory": str(d.inventory),
         "pki_dir": str(d.pki_dir),
         "credentials_dir": str(d.credentials_dir),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(d.settings).items()},
-        "hosts": {name: _host_vars(d, h, signers, revoked) for name, h in d.hosts.items()},
+        # Once for the deployment: listed per host, the export grew as workers x signers.
+        "signers": _signers(d),
+        "hosts": {name: _host_vars(d, h, revoked) for name, h in d.hosts.items()},
         "revoked_hosts": sorted(revoked),
     }

@@ -167,6 +167,14 @@ def test_export_prints_every_host_with_its_tls_paths(cli, inventory: Path, issue
     assert data["hosts"]["worker-1"]["tls"]["cert_store"] == str(issued.signers_dir)
 
 
+def test_export_lists_the_signer_certificates_once_for_the_deployment(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
+    cli("credentials", "-i", inventory)
+    data = json.loads(cli("export", "-i", inventory).out)
+    assert data["signers"] == [str(p) for p in sorted(issued.signers_dir.glob("*.pem"))]
+    assert data["signers"]  # every identity's signing certificate
+    assert all("signers" not in h.get("celery", {}) for h in data["hosts"].values())  # not N x N
+
+
 # --------------------------------------------------------------------------- the errors of issue 2
 # Each: one readable line naming the problem and the file or host, a non-zero exit, no
 # traceback, and the PKI as it was (bytes, mtimes, modes, no new or lost files).

@@ -10,6 +10,7 @@ Nothing here starts a service: the only play run is the controller's (CLI on loc
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,23 +286,6 @@ def test_collection_controller_play_uses_the_installed_cli(wheel_venv: Path, ins
 
 # ---------------------------------------------------------------------------- quality gates
 
-#: mypy --strict errors per module still open (pyproject [tool.mypy]); lower these, never
-#: raise them. Each is a real narrowing or a third-party Any leaking out (see the report).
-MYPY_BASELINE = {
-    "celery_provision/audit/certs.py": 2,
-    "celery_provision/audit/checks.py": 1,
-    "celery_provision/audit/loader.py": 1,
-    "celery_provision/audit/reader.py": 2,
-    "celery_provision/canary.py": 1,
-    "celery_provision/model.py": 0,
-    "celery_provision/pki/ca.py": 1,
-    "celery_provision/pki/crl.py": 1,
-    "celery_provision/pki/keys.py": 1,
-    "celery_provision/pki/leaves.py": 1,
-    "celery_provision/verify.py": 4,
-}
-
-
 def _dev_tool(name: str) -> str:
     path = shutil.which(name, path=str(VENV_BIN))
     if not path:
@@ -314,17 +299,13 @@ def test_ruff_passes_on_the_package() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
-def test_mypy_strict_no_worse_than_the_baseline() -> None:
-    proc = subprocess.run([_dev_tool("mypy"), "--no-incremental", "--cache-dir", os.devnull],
-                          cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
-    counts: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
-        m = re.match(r"(\S+\.py):\d+: error:", line)
-        if m:
-            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
-    worse = {f: (n, MYPY_BASELINE.get(f, 0)) for f, n in counts.items() if n > MYPY_BASELINE.get(f, 0)}
-    assert not worse, f"mypy --strict regressions (found, baseline): {worse}\n{proc.stdout[-4000:]}"
+def test_mypy_strict_reports_no_error_on_the_package() -> None:
+    """``mypy --strict`` (pyproject [tool.mypy]) finds nothing. Its cache lives outside the
+    checkout, one per checkout: a warm run takes under a second, a cold one about ten."""
+    cache = Path(tempfile.gettempdir()) / f"celery-provision-mypy-{hashlib.sha256(bytes(REPO)).hexdigest()[:12]}"
+    proc = subprocess.run([_dev_tool("mypy"), "--cache-dir", cache], cwd=REPO, capture_output=True, text=True,
+                          check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
 
 
 def test_yamllint_passes_on_the_collection_files() -> None:

@@ -11,40 +11,27 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
+import distbuild
 import pytest
 import yaml
+from distbuild import FQ, REPO, VENV_BIN, build_collection_module, clean_env, run
 
-REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "celery_provision"
-VENV_BIN = Path(sys.executable).parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-FQ = "celery_provision.secure"
 
 # One xdist worker for the file: the module fixtures (a wheel venv, an installed
 # collection) are built once, not once per worker (scripts/test.sh: --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("distribution")
-
-
-def _build_collection() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_collection", REPO / "scripts" / "build_collection.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _version() -> str:
@@ -53,19 +40,6 @@ def _version() -> str:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__version__":
             return str(ast.literal_eval(node.value))
     raise AssertionError("no __version__")
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CELERY_PROVISION_", "ANSIBLE_", "PYTHON", "VIRTUAL_ENV"))}
-    return {**env, **extra}
-
-
-def _run(argv: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    assert proc.returncode == 0, f"{argv}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 # ---------------------------------------------------------------------------- fast
@@ -115,7 +89,7 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_collection_tree_qualifies_every_filter_role_and_playbook(tmp_path: Path) -> None:
-    bc = _build_collection()
+    bc = build_collection_module()
     coll = bc.assemble(tmp_path)
     galaxy = yaml.safe_load((coll / "galaxy.yml").read_text())
     assert (galaxy["namespace"], galaxy["name"], galaxy["version"]) == ("celery_provision", "secure", _version())
@@ -139,27 +113,9 @@ def test_collection_tree_qualifies_every_filter_role_and_playbook(tmp_path: Path
 
 
 @pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with the built wheel (and its dependencies) installed; its bin/."""
-    base = tmp_path_factory.mktemp("wheel")
-    env = _clean_env()
-    # Build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
-    src = base / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".celery-provision", ".*cache"))
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", base / "dist", src],
-         cwd=base, env=env)
-    wheels = list((base / "dist").glob("celery_provision-*.whl"))
-    assert len(wheels) == 1
-    names = set(__import__("zipfile").ZipFile(wheels[0]).namelist())
-    for must in ("celery_provision/canary.py", "celery_provision/templates/celeryconfig.py.j2",
-                 "celery_provision/pki/__init__.py", "celery_provision/audit/__init__.py",
-                 "celery_provision/py.typed", "celery_provision/roles/rabbitmq/defaults/main.yml"):
-        assert must in names, f"{must} missing from the wheel"
-    venv = base / "venv"
-    _run([sys.executable, "-m", "venv", venv], cwd=base, env=env)
-    _run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheels[0]], cwd=base, env=env, timeout=600)
-    yield venv / "bin"
+    return distbuild.wheel_venv(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
@@ -173,43 +129,32 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_wheel_cli_works_outside_the_checkout(wheel_venv: Path, outside: Path) -> None:
     cli = wheel_venv / "celery-provision"
-    env = _clean_env(PATH=f"{wheel_venv}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = clean_env(PATH=f"{wheel_venv}{os.pathsep}{os.environ.get('PATH', '')}")
     inv = outside / "inventory"
     cwd = outside
 
-    assert _run([cli, "--version"], cwd, env).stdout.strip() == f"celery-provision {_version()}"
-    where = _run([wheel_venv / "python", "-c", "import celery_provision.model as m; print(m.roles_dir())"], cwd, env)
+    assert run([cli, "--version"], cwd, env).stdout.strip() == f"celery-provision {_version()}"
+    where = run([wheel_venv / "python", "-c", "import celery_provision.model as m; print(m.roles_dir())"], cwd, env)
     assert "site-packages" in where.stdout and str(REPO) not in where.stdout
-    assert "issued" in _run([cli, "certs", "issue", "-i", inv], cwd, env).stdout
-    assert "nothing to do" in _run([cli, "certs", "issue", "-i", inv], cwd, env).stdout
-    assert "credentials:" in _run([cli, "credentials", "-i", inv], cwd, env).stdout
-    rendered = _run([cli, "render", "-i", inv], cwd, env).stdout
+    assert "issued" in run([cli, "certs", "issue", "-i", inv], cwd, env).stdout
+    assert "nothing to do" in run([cli, "certs", "issue", "-i", inv], cwd, env).stdout
+    assert "credentials:" in run([cli, "credentials", "-i", inv], cwd, env).stdout
+    rendered = run([cli, "render", "-i", inv], cwd, env).stdout
     assert "render: 3 rendered" in rendered  # worker-1, client-1, ops-1
     config = outside / ".celery-provision" / "inventory" / "configs" / "worker-1" / "celeryconfig.py"
     assert config.is_file()
-    model = json.loads(_run([cli, "export", "-i", inv], cwd, env).stdout)
+    model = json.loads(run([cli, "export", "-i", inv], cwd, env).stdout)
     canary = Path(model["hosts"]["worker-1"]["celery"]["canary_src"])
     assert canary.is_file() and "site-packages" in str(canary)
     assert model["hosts"]["rabbitmq-1"]["rabbitmq"]["admin_user"]
-    audit = _run([cli, "audit", "--json", config], cwd, env)
+    audit = run([cli, "audit", "--json", config], cwd, env)
     assert not [f for f in json.loads(audit.stdout) if f["severity"] in ("high", "critical")]
 
 
 @pytest.fixture(scope="module")
 def installed_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built collection tarball installed into a fresh collections path; that path."""
-    base = tmp_path_factory.mktemp("collection")
-    bc = _build_collection()
-    tarball = bc.build(bc.assemble(base / "tree"), base / "dist")
-    with tarfile.open(tarball) as tar:
-        members = set(tar.getnames())
-    assert {"MANIFEST.json", "meta/runtime.yml", "plugins/filter/tls_policy.py",
-            "playbooks/site.yml", "roles/redis/tasks/main.yml"} <= members
-    path = base / "collections"
-    galaxy = shutil.which("ansible-galaxy", path=str(VENV_BIN)) or "ansible-galaxy"
-    _run([galaxy, "collection", "install", "-p", path, tarball], cwd=base, env=_clean_env())
-    assert (path / "ansible_collections" / "celery_provision" / "secure" / "MANIFEST.json").is_file()
-    return path
+    return distbuild.installed_collection(tmp_path_factory.mktemp("collection"))
 
 
 USER_PLAYBOOKS = {
@@ -259,14 +204,14 @@ def test_user_playbooks_call_the_collection_by_fqcn(installed_collection: Path, 
     shutil.copytree(outside / "inventory", project / "inventory")
     for name, text in USER_PLAYBOOKS.items():
         (project / name).write_text(text)
-    env = _clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed_collection), ANSIBLE_ROLES_PATH=str(tmp_path / "none"),
+    env = clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed_collection), ANSIBLE_ROLES_PATH=str(tmp_path / "none"),
                      PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     playbook = shutil.which("ansible-playbook", path=str(VENV_BIN)) or "ansible-playbook"
     for name in ("site.yml", "brokers.yml"):
-        _run([playbook, "--syntax-check", "-i", "inventory", name], project, env)
+        run([playbook, "--syntax-check", "-i", "inventory", name], project, env)
     for book in ("site", "controller", "redis", "rabbitmq", "firewall", "celery_workers"):
-        _run([playbook, "--syntax-check", "-i", "inventory", f"{FQ}.{book}"], project, env)
-    out = _run([playbook, "-i", "localhost,", "filters.yml"], project, env).stdout
+        run([playbook, "--syntax-check", "-i", "inventory", f"{FQ}.{book}"], project, env)
+    out = run([playbook, "-i", "localhost,", "filters.yml"], project, env).stdout
     assert "tlsv1.2" in out
 
 
@@ -277,9 +222,9 @@ def test_collection_controller_play_uses_the_installed_cli(wheel_venv: Path, ins
     PKI and reads the model beside the user's inventory (CLI on localhost only)."""
     project = tmp_path / "project"
     shutil.copytree(REPO / "inventories" / "local", project / "inventory")
-    env = _clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed_collection),
+    env = clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed_collection),
                      PATH=f"{wheel_venv}{os.pathsep}{os.environ.get('PATH', '')}")
-    out = _run([wheel_venv / "ansible-playbook", f"{FQ}.controller", "-i", "inventory"], project, env).stdout
+    out = run([wheel_venv / "ansible-playbook", f"{FQ}.controller", "-i", "inventory"], project, env).stdout
     assert re.search(r"localhost\s+: ok=4 .*failed=0", out), out[-2000:]
     assert (project / ".celery-provision" / "inventory" / "pki").is_dir()
 
@@ -295,7 +240,8 @@ def _dev_tool(name: str) -> str:
 
 def test_ruff_passes_on_the_package() -> None:
     proc = subprocess.run([_dev_tool("ruff"), "check", "--no-cache", "celery_provision", "scripts",
-                           "tests/test_distribution.py"], cwd=REPO, capture_output=True, text=True, check=False)
+                           "tests/test_distribution.py", "tests/distbuild.py", "tests/test_collection_live.py"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -326,9 +272,9 @@ SANITY_NEEDS_A_BOOTSTRAPPED_VENV = ("ansible-doc", "changelog", "import", "pep8"
 def test_ansible_test_sanity_passes_on_the_built_collection(tmp_path: Path) -> None:
     """``ansible-test sanity --local`` with this Python, on the collection in the
     ``ansible_collections/NS/NAME`` layout it needs: every test that runs offline passes."""
-    coll = _build_collection().assemble(tmp_path)
+    coll = build_collection_module().assemble(tmp_path)
     ansible_test = _dev_tool("ansible-test")
-    env = _clean_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = clean_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     listed = subprocess.run([ansible_test, "sanity", "--list-tests"], cwd=coll, env=env, capture_output=True,
                             text=True, check=True).stdout.split()
     assert set(SANITY_NEEDS_A_BOOTSTRAPPED_VENV) <= set(listed), "a skipped test no longer exists: drop it"
@@ -343,8 +289,8 @@ def test_ansible_test_sanity_passes_on_the_built_collection(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_ansible_lint_production_passes_on_the_built_collection(tmp_path: Path) -> None:
-    coll = _build_collection().assemble(tmp_path)
+    coll = build_collection_module().assemble(tmp_path)
     proc = subprocess.run([_dev_tool("ansible-lint"), "--profile", "production", "--offline"],
                           cwd=coll, capture_output=True, text=True, check=False, timeout=900,
-                          env=_clean_env(ANSIBLE_COLLECTIONS_PATH=str(tmp_path)))
+                          env=clean_env(ANSIBLE_COLLECTIONS_PATH=str(tmp_path)))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]

@@ -231,6 +231,12 @@ def test_collection_controller_play_uses_the_installed_cli(wheel_venv: Path, ins
 
 # ---------------------------------------------------------------------------- quality gates
 
+def _checkout_cache(name: str) -> Path:
+    """A cache directory kept between runs, outside the checkout, one per checkout (two
+    worktrees running the suite at once do not share it)."""
+    return Path(tempfile.gettempdir()) / f"celery-provision-{name}-{hashlib.sha256(bytes(REPO)).hexdigest()[:12]}"
+
+
 def _dev_tool(name: str) -> str:
     path = shutil.which(name, path=str(VENV_BIN))
     if not path:
@@ -248,7 +254,7 @@ def test_ruff_passes_on_the_package() -> None:
 def test_mypy_strict_reports_no_error_on_the_package() -> None:
     """``mypy --strict`` (pyproject [tool.mypy]) finds nothing. Its cache lives outside the
     checkout, one per checkout: a warm run takes under a second, a cold one about ten."""
-    cache = Path(tempfile.gettempdir()) / f"celery-provision-mypy-{hashlib.sha256(bytes(REPO)).hexdigest()[:12]}"
+    cache = _checkout_cache("mypy")
     proc = subprocess.run([_dev_tool("mypy"), "--cache-dir", cache], cwd=REPO, capture_output=True, text=True,
                           check=False, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
@@ -260,31 +266,69 @@ def test_yamllint_passes_on_the_collection_files() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-#: ansible-test sanity tests left out here, and why: each needs a virtualenv of its own whose
-#: pip ansible-test bootstraps with a script from ci-files.testing.ansible.com, a host this
-#: machine cannot reach (PyPI and Debian only); `--requirements` cannot help, it is the
-#: bootstrap that fails. Every other test of `--list-tests` runs (pslint and shellcheck
-#: have no targets: the collection carries no PowerShell or shell scripts).
+#: The ansible-test sanity tests that need a virtualenv of their own. ansible-test bootstraps
+#: its pip with a script from ci-files.testing.ansible.com, a host this machine cannot reach
+#: (PyPI and Debian only): `--requirements` does not help, the bootstrap is what fails.
+#: The fast test runs every other test of `--list-tests` (offline; pslint and shellcheck
+#: have no targets: no PowerShell or shell scripts in the collection); the slow one runs
+#: these with a stand-in for that script (`_GET_PIP`), their requirements from PyPI.
 SANITY_NEEDS_A_BOOTSTRAPPED_VENV = ("ansible-doc", "changelog", "import", "pep8", "pylint", "runtime-metadata",
                                     "validate-modules", "yamllint")
 
+#: Stand-in for ansible-test's pip bootstrap script (it runs as ``python SCRIPT pip==X
+#: --no-setuptools --no-wheel`` in a new, pip-less venv): this venv's pip installs the
+#: requested pip into it, from PyPI. ansible-test then installs each test's pinned
+#: requirements with that pip, as it would with the original script.
+_GET_PIP = """\
+import subprocess, sys
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel", "--disable-pip-version-check")]
+sys.exit(subprocess.call([{python!r}, "-m", "pip", "--python", sys.executable, "install", "-q", *args]))
+"""
 
-def test_ansible_test_sanity_passes_on_the_built_collection(tmp_path: Path) -> None:
-    """``ansible-test sanity --local`` with this Python, on the collection in the
-    ``ansible_collections/NS/NAME`` layout it needs: every test that runs offline passes."""
-    coll = build_collection_module().assemble(tmp_path)
+
+def _ansible_test_sanity(coll: Path, *selection: str, env: dict[str, str] | None = None
+                         ) -> tuple[set[str], set[str]]:
+    """Run ``ansible-test sanity --local`` with this Python on the collection at COLL;
+    (the tests listed, the tests that ran). Fails the test on any finding."""
     ansible_test = _dev_tool("ansible-test")
-    env = clean_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    listed = subprocess.run([ansible_test, "sanity", "--list-tests"], cwd=coll, env=env, capture_output=True,
-                            text=True, check=True).stdout.split()
-    assert set(SANITY_NEEDS_A_BOOTSTRAPPED_VENV) <= set(listed), "a skipped test no longer exists: drop it"
-    skips = [a for name in SANITY_NEEDS_A_BOOTSTRAPPED_VENV for a in ("--skip-test", name)]
+    env = env or clean_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    listed = set(subprocess.run([ansible_test, "sanity", "--list-tests"], cwd=coll, env=env, capture_output=True,
+                                text=True, check=True).stdout.split())
+    assert set(SANITY_NEEDS_A_BOOTSTRAPPED_VENV) <= listed, "a test named here no longer exists: drop it"
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    proc = subprocess.run([ansible_test, "sanity", "--local", "--python", python, "--color", "no", *skips],
-                          cwd=coll, env=env, capture_output=True, text=True, check=False, timeout=600)
+    proc = subprocess.run([ansible_test, "sanity", "--local", "--python", python, "--color", "no", *selection],
+                          cwd=coll, env=env, capture_output=True, text=True, check=False, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    ran = set(re.findall(r'Running sanity test "([^"]+)"', proc.stdout + proc.stderr))
-    assert ran == set(listed) - set(SANITY_NEEDS_A_BOOTSTRAPPED_VENV), ran
+    return listed, set(re.findall(r'Running sanity test "([^"]+)"', proc.stdout + proc.stderr))
+
+
+def test_ansible_test_sanity_passes_offline_on_the_built_collection(tmp_path: Path) -> None:
+    """The collection in the ``ansible_collections/NS/NAME`` layout ansible-test needs: every
+    sanity test that needs no virtualenv of its own passes."""
+    coll = build_collection_module().assemble(tmp_path)
+    listed, ran = _ansible_test_sanity(coll, *(a for n in SANITY_NEEDS_A_BOOTSTRAPPED_VENV for a in ("--skip-test", n)))
+    assert ran == listed - set(SANITY_NEEDS_A_BOOTSTRAPPED_VENV), ran
+
+
+@pytest.mark.slow
+def test_ansible_test_sanity_passes_in_its_own_virtualenvs_on_the_built_collection(tmp_path: Path) -> None:
+    """pylint, pep8, validate-modules, import, ansible-doc, yamllint, changelog and
+    runtime-metadata, each in the virtualenv ansible-test makes for it. Their home (venvs,
+    the stand-in) is `_checkout_cache`, not the user's ~/.ansible: kept between
+    runs, a warm run takes about half a minute, a cold one a minute and a half."""
+    coll = build_collection_module().assemble(tmp_path)
+    import ansible_test
+
+    source = (Path(ansible_test.__file__).parent / "_internal" / "python_requirements.py").read_text()
+    pip = re.search(r"default_packages = dict\(\s*pip='([\d.]+)'", source)
+    assert pip, "ansible-test no longer names its pip version where this test reads it"
+    home = _checkout_cache("ansible-test-home")
+    cache = home / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / f"get_pip_{pip.group(1).replace('.', '_')}.py").write_text(_GET_PIP.format(python=sys.executable))
+    env = clean_env(HOME=str(home), PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    _, ran = _ansible_test_sanity(coll, *(a for n in SANITY_NEEDS_A_BOOTSTRAPPED_VENV for a in ("--test", n)), env=env)
+    assert ran == set(SANITY_NEEDS_A_BOOTSTRAPPED_VENV), ran
 
 
 @pytest.mark.slow

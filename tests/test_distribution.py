@@ -260,12 +260,6 @@ def test_mypy_strict_reports_no_error_on_the_package() -> None:
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
 
 
-def test_yamllint_passes_on_the_collection_files() -> None:
-    proc = subprocess.run([_dev_tool("yamllint"), "-s", "collection"], cwd=REPO, capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
 #: The ansible-test sanity tests that need a virtualenv of their own. ansible-test bootstraps
 #: its pip with a script from ci-files.testing.ansible.com, a host this machine cannot reach
 #: (PyPI and Debian only): `--requirements` does not help, the bootstrap is what fails.

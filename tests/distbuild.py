@@ -90,6 +90,6 @@ def dependencies_path() -> Path:
     """The collections path holding the collection's dependencies here (the dev venv's
     site-packages, where the `ansible` bundle installs ``ansible_collections/``): what a
     user's ``ansible-galaxy collection install`` fetches from Galaxy."""
-    import ansible_collections.community.rabbitmq as dep  # type: ignore[import-not-found]
+    import ansible_collections.community.rabbitmq as dep
 
     return Path(dep.__file__ or next(iter(dep.__path__))).resolve().parents[2]

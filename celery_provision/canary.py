@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 
-from celery import Celery
+from celery import Celery, Task
 
 from celery_provision.runtime import secure
 
@@ -82,7 +82,7 @@ def total(values: list[int]) -> int:
 
 
 @app.task(name=GROW_CHORD, bind=True)
-def grow_chord(self, x: int) -> int:  # noqa: ANN001 - Celery's bound task
+def grow_chord(self: Task, x: int) -> int:
     """Add one more `add(x, x)` to the chord this task runs in (`Task.add_to_chord`)."""
     self.add_to_chord(add.s(x, x))
     return x

@@ -101,7 +101,10 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         backend["secret"] = secret["redis"]
     return {
         "host": host.name,
-        "inventory": str(d.inventory),
+        # The inventory's name, not its path: a host's file must not depend on where the
+        # controller keeps the inventory (another clone, a project using the collection),
+        # or every such run would rewrite it and restart the worker.
+        "inventory": d.inventory.name,
         "module": Path(d.host_layout(host).config_name).stem,
         "files_dir": str(files.secrets_dir),
         "tls": tls,

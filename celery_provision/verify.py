@@ -114,11 +114,11 @@ def _endpoint_checks(d: Deployment, endpoint: Endpoint, client: Host) -> list[Ch
     good = tls_client_context(files.ca, files.client_cert, files.client_key)
     try:
         tls = _handshake(broker.address, port, good, broker.address)
-        cert = tls.getpeercert() or {}
-        expires = cert.get("notAfter", "?")
-        days = int((ssl.cert_time_to_seconds(expires) - time.time()) // 86400) if expires != "?" else -1
+        expires = (tls.getpeercert() or {}).get("notAfter")
+        days = int((ssl.cert_time_to_seconds(expires) - time.time()) // 86400) if isinstance(expires, str) else -1
+        cipher = tls.cipher()
         out.append(Check("tls handshake (worker cert)", target, True,
-                         f"{tls.version()} {tls.cipher()[0]}; server cert expires in {days} days"))
+                         f"{tls.version()} {cipher[0] if cipher else '?'}; server cert expires in {days} days"))
         out.append(Check("chain verifies against the CA", target, True, "verified with hostname check"))
         tls.close()
     except (ssl.SSLError, OSError) as exc:
@@ -132,10 +132,10 @@ def _endpoint_checks(d: Deployment, endpoint: Endpoint, client: Host) -> list[Ch
     out.append(Check(f"plaintext port {plain_port} refused", f"{kind} {broker.name} {broker.address}:{plain_port}",
                      refused, why))
     if kind == "rabbitmq":
-        tls = {"ca_certs": str(files.ca), "certfile": str(files.client_cert),
-               "keyfile": str(files.client_key), "cert_reqs": ssl.CERT_REQUIRED,
-               "server_hostname": broker.address}
-        out.append(_guest_refused(broker, port, tls, target))
+        amqp_tls: dict[str, Any] = {"ca_certs": str(files.ca), "certfile": str(files.client_cert),
+                                    "keyfile": str(files.client_key), "cert_reqs": ssl.CERT_REQUIRED,
+                                    "server_hostname": broker.address}
+        out.append(_guest_refused(broker, port, amqp_tls, target))
     else:
         out.append(_redis_default_refused(broker, port, files, target))
     return out

@@ -124,6 +124,7 @@ _SERIAL_GROUPS = {
     "tests/security/": "live",
     "tests/test_deploy_local.py": "live",
     "tests/test_canvas.py": "live",
+    "tests/test_collection_live.py": "live",
     # One private redis-server and worker pair per module: its tests in one process.
     "tests/test_envelope_live.py": "envelope-live",
     # Network namespaces: one process, they are cheap but chatty.

@@ -3,6 +3,7 @@ brokers were configured to accept."""
 
 from __future__ import annotations
 
+import shutil
 import ssl
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from cryptography import x509
 
 from celery_provision import audit, credentials, model, pki, render, runtime
 from celery_provision.errors import ProvisionError
+from celery_provision.layout import state_dir
 from celery_provision.verify import load_module
 
 
@@ -209,6 +211,19 @@ def test_host_paths_point_into_the_config_dir(deployment: model.Deployment) -> N
 def test_render_twice_changes_nothing(deployment: model.Deployment, tmp_path: Path) -> None:
     render.write_all(deployment, tmp_path)
     assert not any(changed for _, changed in render.write_all(deployment, tmp_path))
+
+
+def test_a_hosts_config_does_not_depend_on_where_the_controller_keeps_the_inventory(
+    deployment: model.Deployment, tmp_path: Path
+) -> None:
+    """The same inventory and state elsewhere (another clone, a project using the
+    collection) render the same file for each host: nothing to rewrite, no restart."""
+    elsewhere = tmp_path / "elsewhere" / deployment.inventory.name
+    shutil.copytree(deployment.inventory, elsewhere)
+    shutil.copytree(state_dir(deployment.inventory), state_dir(elsewhere))
+    moved = model.load(elsewhere)
+    for host in ("worker-1", "client-1"):
+        assert render.render(moved, moved.host(host)) == render.render(deployment, deployment.host(host))
 
 
 def test_a_broker_host_has_no_celery_config(deployment: model.Deployment) -> None:

@@ -16,7 +16,7 @@ from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from celery.app.defaults import _TO_NEW_KEY, DEFAULTS, SETTING_KEYS
@@ -25,6 +25,9 @@ from ..runtime import protect as _runtime
 from . import certs
 from .config import Config, Partial, Unresolved
 from .rules import DEFAULT_ROLE, ROLES, Finding, rule
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["ENVELOPE", "ENVELOPE_KEYS", "audit_config", "canonical_name"]
 
@@ -409,7 +412,7 @@ class _Audit:
                 "signing-cert-invalid", "security_certificate", path=cert_path, problem=problem
             )
 
-    def _signing_key_matches(self, cert: Any) -> bool:
+    def _signing_key_matches(self, cert: x509.Certificate) -> bool:
         key = self.eff.get("security_key")
         if not _is_path(key) or not os.path.exists(str(key)):
             return True  # nothing to compare with here
@@ -546,6 +549,7 @@ class _Audit:
         self, setting: str, url: str, family: str, user: str | None, password: str | None
     ) -> None:
         url_password = password
+        sources: tuple[str, ...]
         if setting != "result_backend":  # kombu: broker_user/broker_password if the URL has none
             sources = ("broker_user", "broker_password")
         elif family == "redis":  # Celery's Redis backend: redis_username/redis_password

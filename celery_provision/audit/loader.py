@@ -86,7 +86,10 @@ def _import_target(target: str) -> types.ModuleType:
             return module
         from celery.utils.imports import import_from_cwd
 
-        return import_from_cwd(target)
+        module = import_from_cwd(target)  # celery is untyped: narrow its Any to the module it is
+        if not isinstance(module, types.ModuleType):
+            raise ProvisionError("does not name a module", where=target)
+        return module
     except ProvisionError:
         raise
     except ModuleNotFoundError as exc:

@@ -760,7 +760,7 @@ class _Reader:
         fn = getattr(obj, name, None)
         if isinstance(obj, str) and name in _STR_METHODS and fn is not None:
             return fn(*args)
-        if isinstance(obj, PurePath) and name in ("joinpath", "with_suffix", "as_posix"):
+        if isinstance(obj, PurePath) and name in ("joinpath", "with_suffix", "as_posix") and fn is not None:
             return fn(*args)
         if isinstance(obj, dict) and name == "get":
             return obj.get(*args)
@@ -1107,7 +1107,9 @@ def _rel(path: Path | str) -> str:
 
 
 def _namespaced(name: str, namespace: str | None) -> bool:
-    return bool(namespace) and name.upper().startswith(namespace.rstrip("_").upper() + "_")
+    if not namespace:
+        return False
+    return name.upper().startswith(namespace.rstrip("_").upper() + "_")
 
 
 def _has_plain_settings(mod: _Module) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..errors import ProvisionError
 from ..files import read_bytes
@@ -74,14 +75,14 @@ def key_pem(key: Key, passphrase: bytes | None = None) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
-def same_key(cert: x509.Certificate, key: Any) -> bool:
+def same_key(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
     """Whether *cert* carries the public half of *key*."""
     pub = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
     return cert.public_key().public_bytes(enc, pub) == key.public_key().public_bytes(enc, pub)
 
 
-def parse_key(data: bytes) -> Any:
+def parse_key(data: bytes) -> PrivateKeyTypes:
     """An unencrypted private key from PEM; ValueError or TypeError when it is not one."""
     return serialization.load_pem_private_key(data, password=None)
 

@@ -9,6 +9,7 @@ directory; started with Debian's ``rabbitmq-server -detached`` and managed with
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ class RabbitNode:
     vhost: str = "celery"
     name: str = field(init=False, default="")
     port: int = field(init=False, default=0)
+    _lock: Any = field(init=False, default=None, repr=False)
 
     def _env(self) -> dict[str, str]:
         b = self.base
@@ -67,11 +69,24 @@ class RabbitNode:
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
 
+    def _claim_port(self) -> None:
+        """A free port pair, claimed by a lock file held until `stop`: two test processes that
+        start a node at the same moment would otherwise both see the first pair free."""
+        for port in _AMQP_PORTS:
+            lock = open(f"/tmp/celery-provision-rabbitnode-{port}.lock", "w")  # noqa: SIM115 - held
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            if _free(port) and _free(port + _DIST_OFFSET):
+                self.port, self._lock = port, lock
+                return
+            lock.close()
+        raise RuntimeError("no free port pair in 5700-5709 / 25700-25709")
+
     def start(self) -> RabbitNode:
-        ports = [p for p in _AMQP_PORTS if _free(p) and _free(p + _DIST_OFFSET)]
-        if not ports:
-            raise RuntimeError("no free port pair in 5700-5709 / 25700-25709")
-        self.port = ports[0]
+        self._claim_port()
         self.name = f"cp-rmq-test-{os.getpid()}-{self.port}@localhost"
         for d in ("home", "mnesia", "log"):
             (self.base / d).mkdir(parents=True, exist_ok=True)
@@ -79,15 +94,22 @@ class RabbitNode:
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
             "log.console = false\nlog.file.level = warning\n")
-        subprocess.run([str(_BIN / "rabbitmq-server"), "-detached"], env=self._env(), check=True,
-                       capture_output=True, timeout=60)
-        self.ctl("wait", "--timeout", "60", str(self.base / "node.pid"), timeout=90)
+        try:
+            subprocess.run([str(_BIN / "rabbitmq-server"), "-detached"], env=self._env(), check=True,
+                           capture_output=True, timeout=60)
+            self.ctl("wait", "--timeout", "60", str(self.base / "node.pid"), timeout=90)
+        except BaseException:
+            self.stop()  # the node, if it came up, and the port's lock
+            raise
         return self
 
     def stop(self) -> None:
         if self.name:
             self.ctl("stop", str(self.base / "node.pid"), check=False, timeout=60)
             self.name = ""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> RabbitNode:
         return self.start()

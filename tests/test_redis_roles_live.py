@@ -136,12 +136,15 @@ def _tokens(rules: str) -> list[str]:
 
 
 def _acl_file(users: list[dict[str, Any]], admin: str, admin_password: str) -> str:
-    """The role's users.acl.j2, rendered as Ansible would (hash('sha256'))."""
+    """The role's users.acl.j2, rendered as Ansible would (its `hash` and `regex_replace`: the
+    latter only runs where the release has connect commands, Debian 13)."""
+    from ansible.plugins.filter.core import regex_replace
     from livedeploy import platform_var
 
     # Ansible's template module renders with trim_blocks on.
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True)
     env.filters["hash"] = lambda value, kind: hashlib.new(kind, value.encode()).hexdigest()
+    env.filters["regex_replace"] = regex_replace
     return env.from_string(ACL_TEMPLATE.read_text()).render(
         redis_users=users, redis_admin_user=admin, redis_admin_password=admin_password,
         _redis_acl_connect_commands=platform_var("redis", "_redis_acl_connect_commands"))

@@ -286,7 +286,9 @@ def test_platform_vars_are_internal_and_not_hard_coded_elsewhere(role: str) -> N
     family = ROLES_DIR / role / "vars" / "Debian.yml"
     assert family.is_file(), f"{role}: no vars/Debian.yml"
     literals = set()
-    for path in (ROLES_DIR / role / "vars").glob("Debian*.yml"):
+    # The OS family's and releases' files, and a role's server flavors (the redis role's).
+    vars_files = [*(ROLES_DIR / role / "vars").glob("Debian*.yml"), *(ROLES_DIR / role / "vars").glob("flavor-*.yml")]
+    for path in vars_files:
         for key, value in (_yaml(path) or {}).items():
             assert key.startswith(f"_{role}_"), f"{path.name}: {key} must be internal (_{role}_...)"
             for item in value if isinstance(value, list) else [value]:

@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# The Debian packages' service names (the rabbitmq role's vars/Debian.yml, redis_service_name).
-BROKER_SERVICES = ("rabbitmq-server", "redis-server")
 
 
 def role_default(role: str, name: str, host: str | None = None) -> Any:
@@ -43,16 +41,27 @@ def role_default(role: str, name: str, host: str | None = None) -> Any:
 
 def platform_var(role: str, name: str) -> Any:
     """A role's platform fact for this machine (`roles/<role>/vars/<os_family>.yml`, then the
-    release's override), as the role's `tasks/platform.yml` loads them."""
+    release's override), as the role's `tasks/platform.yml` loads them; for a role with server
+    flavors (the redis role), then its default flavor's names (`vars/flavor-<flavor>.yml`), as
+    its `tasks/flavor.yml` loads them."""
     import yaml
 
     major = Path("/etc/debian_version").read_text().split(".")[0].strip()
+    vars_dir = REPO / "roles" / role / "vars"
+    files = ["Debian.yml", f"Debian-{major}.yml"]
+    if any(vars_dir.glob("flavor-*.yml")):
+        files.append(f"flavor-{role_default(role, f'{role}_flavor')}.yml")
     values: dict[str, Any] = {}
-    for name_ in ("Debian.yml", f"Debian-{major}.yml"):
-        path = REPO / "roles" / role / "vars" / name_
+    for name_ in files:
+        path = vars_dir / name_
         if path.exists():
             values.update(yaml.safe_load(path.read_text()) or {})
     return values[name]
+
+
+# The broker services of the local deployment: the rabbitmq role's and the redis role's (its
+# default flavor's) service names.
+BROKER_SERVICES = (platform_var("rabbitmq", "_rabbitmq_service"), platform_var("redis", "_redis_service"))
 
 
 def worker_service_name(host: str) -> str:

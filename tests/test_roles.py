@@ -13,7 +13,10 @@ Static checks only: nothing here runs Ansible against a host.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +289,9 @@ def test_platform_vars_are_internal_and_not_hard_coded_elsewhere(role: str) -> N
     family = ROLES_DIR / role / "vars" / "Debian.yml"
     assert family.is_file(), f"{role}: no vars/Debian.yml"
     literals = set()
-    for path in (ROLES_DIR / role / "vars").glob("Debian*.yml"):
+    # The OS family's and releases' files, and a role's server flavors (the redis role's).
+    vars_files = [*(ROLES_DIR / role / "vars").glob("Debian*.yml"), *(ROLES_DIR / role / "vars").glob("flavor-*.yml")]
+    for path in vars_files:
         for key, value in (_yaml(path) or {}).items():
             assert key.startswith(f"_{role}_"), f"{path.name}: {key} must be internal (_{role}_...)"
             for item in value if isinstance(value, list) else [value]:
@@ -300,6 +305,61 @@ def test_platform_vars_are_internal_and_not_hard_coded_elsewhere(role: str) -> N
     hard = {str(p.relative_to(ROLES_DIR)): sorted(v for v in literals if re.search(
         r"(?<![\w./-])" + re.escape(v) + r"(?![\w/-])", code(p))) for p in files}
     assert {k: v for k, v in hard.items() if v} == {}, "platform names written outside vars/"
+
+
+# --- redis: the server flavors ------------------------------------------------------------
+
+REDIS_VARS = ROLES_DIR / "redis" / "vars"
+REDIS_FLAVORS = {p.stem.removeprefix("flavor-"): _yaml(p) for p in sorted(REDIS_VARS.glob("flavor-*.yml"))}
+
+
+def test_redis_flavors_name_the_same_things() -> None:
+    keys = {flavor: sorted(names) for flavor, names in REDIS_FLAVORS.items()}
+    assert len({tuple(k) for k in keys.values()}) == 1, f"vars/flavor-*.yml differ in their keys: {keys}"
+
+
+def test_redis_flavor_choices_are_the_flavor_files() -> None:
+    assert sorted(_options("redis")["redis_flavor"]["choices"]) == sorted(REDIS_FLAVORS)
+
+
+def test_redis_flavors_a_release_ships_have_their_names_and_the_default_is_on_every_release() -> None:
+    family = _yaml(REDIS_VARS / "Debian.yml")["_redis_flavors"]
+    releases = {p.name: (_yaml(p) or {}).get("_redis_flavors", family) for p in REDIS_VARS.glob("Debian-*.yml")}
+    assert set(family).union(*releases.values()) <= set(REDIS_FLAVORS)
+    default = _defaults("redis")["redis_flavor"]
+    assert default in family and all(default in flavors for flavors in releases.values()), releases
+
+
+_REFUSE_PLAY = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: redis
+      vars:
+        redis_flavor: valkey
+        redis_tls_ca_src: /nonexistent/ca.pem
+        redis_tls_cert_src: /nonexistent/server.pem
+        redis_tls_key_src: /nonexistent/server.key
+        redis_admin_password: not-used-0123456789
+        # Should the check be gone, apt still finds no valkey-server (and updates nothing).
+        redis_apt_update_cache: false
+"""
+
+
+def test_redis_role_refuses_valkey_on_debian_12_before_any_change(tmp_path: Path) -> None:
+    release = Path("/etc/debian_version").read_text().split(".")[0].strip() if Path("/etc/debian_version").exists() else ""
+    if release != "12":
+        pytest.skip("needs a Debian 12 host (the release without valkey-server)")
+    (tmp_path / "play.yml").write_text(_REFUSE_PLAY)
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROLES_DIR), "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+           "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+                           str(tmp_path / "play.yml")], capture_output=True, text=True, env=env, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "redis_flavor 'valkey' is not available on Debian 12" in out, out
+    assert "changed=0" in out, out
 
 
 # --- celery_worker: the runtime it copies into the application directory ----------------

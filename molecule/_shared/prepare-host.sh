@@ -114,8 +114,28 @@ EOF
 }
 
 # ---------------------------------------------------------------- 3. image
+# packages.txt as SUITE sees it: sections of other suites ([preload:OTHER]) are
+# left out, with the blank lines before them, so adding a section for one
+# release leaves the other releases' images (and their labels) as they are.
+packages_for_suite() {
+    awk -v suite="$suite" '
+        /^\[[^]]*\]$/ {
+            name = substr($0, 2, length($0) - 2)
+            skip = (index(name, ":") && substr(name, index(name, ":") + 1) != suite)
+            if (!skip) printf "%s", blanks
+            blanks = ""
+            if (!skip) print
+            next
+        }
+        skip { next }
+        /^$/ { blanks = blanks "\n"; next }
+        { printf "%s", blanks; blanks = ""; print }
+        END { printf "%s", blanks }
+    ' "$here/packages.txt"
+}
+
 recipe_hash() {
-    { echo "recipe=$recipe_version suite=$suite"; cat "$here/packages.txt"; } \
+    { echo "recipe=$recipe_version suite=$suite"; packages_for_suite; } \
         | sha256sum | cut -c1-16
 }
 
@@ -182,7 +202,8 @@ debootstrap_phase() {
 
 preload_phase() {
     local -a preload
-    mapfile -t preload < <(packages preload)
+    # What every release preloads, then what only this one has.
+    mapfile -t preload < <(packages preload; packages "preload:$suite")
     cat >"$rootfs/etc/apt/sources.list" <<EOF
 deb $mirror $suite main
 deb $mirror $suite-updates main

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from harness import FaultRun, Worker, answers_ping
 
-from livedeploy import LocalDeployment, run
+from livedeploy import BROKER_SERVICES, LocalDeployment, run
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def fault_run(request: pytest.FixtureRequest, local_deployment: LocalDeployment,
 
     for r in runs:
         r.close()
-    for name in ("rabbitmq-server", "redis-server"):
+    for name in BROKER_SERVICES:
         if run("service", name, "status", check=False).returncode != 0:
             local_deployment.service(name, "start")
     if not answers_ping(local_deployment, tmp_path / "health", timeout=60):

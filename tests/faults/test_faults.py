@@ -23,7 +23,7 @@ from harness import (
     wait_for,
 )
 
-from livedeploy import REPO, LocalDeployment, run
+from livedeploy import REPO, LocalDeployment, platform_var, run
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -59,7 +59,7 @@ def test_restarting_redis_mid_run_loses_no_task(
     local_deployment: LocalDeployment, fault_run, worker: Worker, tmp_path: Path
 ) -> None:
     r = fault_run("restart-redis")
-    counts, _ = _run_through(r, worker, lambda: local_deployment.service("redis-server", "restart"))
+    counts, _ = _run_through(r, worker, lambda: local_deployment.service(platform_var("redis", "_redis_service"), "restart"))
     assert counts.lost(r.keys) == []
     assert answers_ping(local_deployment, tmp_path / "after")
 

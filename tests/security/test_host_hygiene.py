@@ -20,7 +20,9 @@ from livedeploy import platform_var, role_default
 # parents of their TLS directories), every worker's (the parent of celery_worker_config_dir,
 # one per host) and the shared install tree (the parent of the worker venv).
 RABBITMQ_TLS_DIR = Path(role_default("rabbitmq", "rabbitmq_tls_dir"))
-REDIS_TLS_DIR = Path(role_default("redis", "redis_tls_dir"))
+REDIS_USER, REDIS_GROUP = platform_var("redis", "_redis_user"), platform_var("redis", "_redis_group")
+# The role's _redis_tls_dir (vars/main.yml): the inventory's, else under the flavor's directory.
+REDIS_TLS_DIR = Path(role_default("redis", "redis_tls_dir") or platform_var("redis", "_redis_conf_dir") + "/tls")
 WORKER_CONFIG_TREE = str(Path(role_default("celery_worker", "celery_worker_config_dir", "_")).parent)
 WORKER_VENV = str(role_default("celery_worker", "celery_worker_venv"))
 WORKER_GROUP = str(role_default("celery_worker", "celery_worker_group"))
@@ -36,7 +38,7 @@ SECRET_NAMES = re.compile(r"(\.key|\.password|\.acl|\.erlang\.cookie)$")
 # Owner and group a secret-bearing file may have, per tree: the service reads it through its group.
 OWNERS = {
     str(RABBITMQ_TLS_DIR.parent): ({"root", "rabbitmq"}, {"rabbitmq"}),
-    str(REDIS_TLS_DIR.parent): ({"root", "redis"}, {"redis"}),
+    str(REDIS_TLS_DIR.parent): ({"root", REDIS_USER}, {REDIS_GROUP}),
     WORKER_CONFIG_TREE: ({"root"}, {WORKER_GROUP}),
     str(Path(ERLANG_COOKIE).parent): ({"rabbitmq"}, {"rabbitmq"}),
 }
@@ -64,8 +66,8 @@ def expected_files(live) -> dict[str, tuple[str, str, int]]:
     """The key and password files the roles deploy, with the owner, group and mode chosen."""
     out = {
         str(RABBITMQ_TLS_DIR / "server.key"): ("root", "rabbitmq", 0o640),
-        str(REDIS_TLS_DIR / "server.key"): ("root", "redis", 0o640),
-        str(platform_var("redis", "_redis_aclfile_path")): ("redis", "redis", 0o640),
+        str(REDIS_TLS_DIR / "server.key"): ("root", REDIS_GROUP, 0o640),
+        str(platform_var("redis", "_redis_aclfile_path")): (REDIS_USER, REDIS_GROUP, 0o640),
         ERLANG_COOKIE: ("rabbitmq", "rabbitmq", 0o400),
     }
     for app in live.d.apps:

@@ -39,6 +39,17 @@ def role_default(role: str, name: str, host: str | None = None) -> Any:
     return value
 
 
+def role_var(role: str, name: str, **context: Any) -> Any:
+    """A value the role derives (`roles/<role>/vars/main.yml`), evaluated as Ansible would for
+    the role inputs in *context* (e.g. `rabbitmq_auth_x509=False`), as a Python value."""
+    import jinja2.nativetypes
+    import yaml
+
+    derived = yaml.safe_load((REPO / "roles" / role / "vars" / "main.yml").read_text()) or {}
+    env = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefined)
+    return env.from_string(derived[name]).render(context)
+
+
 def platform_var(role: str, name: str) -> Any:
     """A role's platform fact for this machine (`roles/<role>/vars/<os_family>.yml`, then the
     release's override), as the role's `tasks/platform.yml` loads them; for a role with server

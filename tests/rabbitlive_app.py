@@ -27,8 +27,9 @@ from celery_provision.runtime import secure
 TIMEOUT = float(os.environ.get("CP_TIMEOUT", "20"))
 
 
-def rendered_config(path: str, broker_url: str, backend: str | None) -> dict[str, Any]:
-    """A rendered configuration file as a dict, with the transport swapped."""
+def rendered_config(path: str, broker_url: str, backend: str | None, queue_type: str = "classic") -> dict[str, Any]:
+    """A rendered configuration file as a dict, with the transport swapped; with *queue_type*
+    "quorum", every task queue is declared as a quorum queue (durable, `x-queue-type`)."""
     ns: dict[str, Any] = {"__name__": "celeryconfig"}
     exec(compile(Path(path).read_text(), path, "exec"), ns)  # noqa: S102 - our own rendered file
     cfg = {k: v for k, v in ns.items()
@@ -39,12 +40,15 @@ def rendered_config(path: str, broker_url: str, backend: str | None) -> dict[str
         cfg["result_backend"] = backend
         cfg.pop("redis_backend_use_ssl", None)
         cfg.pop("redis_password", None)
+    if queue_type != "classic":
+        cfg["task_queues"] = {name: {**options, "durable": True, "queue_arguments": {"x-queue-type": queue_type}}
+                              for name, options in cfg["task_queues"].items()}
     return cfg
 
 
 app = Celery("rabbitlive")
 app.config_from_object(rendered_config(os.environ["CP_RENDERED"], os.environ["CP_BROKER_URL"],
-                                       os.environ.get("CP_BACKEND")))
+                                       os.environ.get("CP_BACKEND"), os.environ.get("CP_QUEUE_TYPE", "classic")))
 secure(app)
 
 
@@ -60,6 +64,10 @@ def tsum(values: list[int]) -> int:
 
 def _send() -> Any:
     return add.delay(2, 3).get(timeout=TIMEOUT)
+
+
+def _countdown() -> Any:
+    return add.apply_async((2, 3), countdown=1).get(timeout=TIMEOUT)
 
 
 def _chain(queue: str) -> Any:
@@ -113,7 +121,7 @@ def _broadcast(command: str) -> Any:
     return "sent"
 
 
-ACTIONS = {"send": _send, "chain": _chain, "group": _group, "chord": _chord, "publish": _publish,
+ACTIONS = {"send": _send, "countdown": _countdown, "chain": _chain, "group": _group, "chord": _chord, "publish": _publish,
            "consume": _consume, "events": _events, "ping": _ping, "rate_limit": _rate_limit,
            "broadcast": _broadcast}
 

@@ -66,6 +66,8 @@ class RabbitNode:
             "RABBITMQ_CONFIG_FILE": str(b / "rabbitmq.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(b / "enabled_plugins"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            # rabbitmqctl's own node too (it listens on 35672-35682 while it runs).
+            "RABBITMQ_CTL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
 

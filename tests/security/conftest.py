@@ -198,11 +198,23 @@ def redis_as(live: Live, redis_ep: Endpoint) -> Callable[..., Any]:
 # --------------------------------------------------------------------------- the worker side
 
 
-def rabbitmqctl(live: Live, *args: str) -> str:
+def rabbitmq_cli(live: Live, tool: str, *args: str) -> list[str]:
+    """The argv of a RabbitMQ CLI tool (`rabbitmqctl`, `rabbitmq-diagnostics`, ...) talking to
+    the deployment's node, quietly; the tools sit beside SECURITY_SUITE_RABBITMQCTL if set."""
     node = os.environ.get("SECURITY_SUITE_RABBITMQ_NODE") or \
         role_default("rabbitmq", "rabbitmq_nodename", live.d.group("rabbitmq")[0].name)
-    ctl = os.environ.get("SECURITY_SUITE_RABBITMQCTL", "rabbitmqctl")
-    proc = subprocess.run([ctl, "-n", node, "-q", *args], capture_output=True, text=True,
+    ctl = os.environ.get("SECURITY_SUITE_RABBITMQCTL")
+    return [str(Path(ctl).with_name(tool)) if ctl else tool, "-n", node, "-q", *args]
+
+
+@pytest.fixture
+def rabbitmq_cli_argv(live: Live) -> Callable[..., list[str]]:
+    """`rabbitmq_cli_argv(tool, *args)`: the argv of *tool* talking to the deployment's node."""
+    return lambda tool, *args: rabbitmq_cli(live, tool, *args)
+
+
+def rabbitmqctl(live: Live, *args: str) -> str:
+    proc = subprocess.run(rabbitmq_cli(live, "rabbitmqctl", *args), capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 0, f"rabbitmqctl {' '.join(args)}: {proc.stderr or proc.stdout}"
     return proc.stdout

@@ -1,7 +1,8 @@
-"""Secrets on the deployed host: the CA key never leaves the controller, every deployed key
-and password file is readable by its service only, and no secret shows in Ansible's output or
-in the services' logs. (These tests run last in the suite, see conftest: the logs they read
-then include every probe's traffic.)"""
+"""Secrets and exposure on the deployed host: the CA key never leaves the controller, every
+deployed key and password file is readable by its service only, no secret shows in Ansible's
+output or in the services' logs, and RabbitMQ's CLI tools listen on loopback only while they
+run. (These tests run last in the suite, see conftest: the logs they read then include every
+probe's traffic.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import cli_listeners
 import secprobe
 from livedeploy import platform_var, role_default
 
@@ -151,3 +153,25 @@ def test_no_secret_in_any_service_log(live, secrets) -> None:
     leaked = [f"{name} in {path}" for path in logs for name, value in secrets.items()
               if secprobe.contains_secret(read(path), value)]
     assert not leaked, leaked
+
+
+# A command of each CLI tool that keeps it running (and so its Erlang node listening) for a
+# few seconds while it talks to the deployment's node; rabbitmq-plugins has none, and starts
+# its node through the same script (rabbitmq-env's run_escript) as these two.
+CLI_COMMANDS = {
+    "rabbitmqctl": ("eval", "timer:sleep(8000)."),
+    "rabbitmq-diagnostics": ("log_tail_stream", "--duration", "8"),
+}
+
+
+@pytest.mark.probe
+@pytest.mark.parametrize("tool", sorted(CLI_COMMANDS))
+def test_a_running_rabbitmq_cli_tool_listens_on_loopback_only(rabbitmq_cli_argv, tool) -> None:
+    """While it runs, a CLI tool's own Erlang node listens for distribution (35672-35682 by
+    default, on every interface unless configured): every socket of its process tree is on
+    loopback. (And it did listen, and the command worked: the test could see an exposure.)"""
+    seen, rc, output = cli_listeners.listeners(rabbitmq_cli_argv(tool, *CLI_COMMANDS[tool]))
+    exposed = [str(s) for s in seen if not s.loopback]
+    assert not exposed, f"{tool} listened on {exposed}"
+    assert rc == 0, f"{tool} exited {rc}: {output[-1000:]}"
+    assert seen, f"{tool} listened on nothing while it ran: {output[-1000:]}"

@@ -5,6 +5,11 @@
     amqp_probe.py roundtrip                kombu publish + consume on the default task queue
     amqp_probe.py put QUEUE BODY           persistent message (as the Celery user)
     amqp_probe.py get QUEUE                consume one message and print its body
+    amqp_probe.py anonymous --expect M,M   ask for SASL ANONYMOUS on the wire (amqp_sasl.py):
+                                           OK when the server offers exactly M,M and refuses
+                                           ANONYMOUS as a mechanism it does not offer
+    amqp_probe.py quorum QUEUE             as the Celery user: declare QUEUE as a quorum queue,
+                                           a message through it, then delete it
 
 roundtrip, put and get route as the host's rendered configuration does (rendered_settings.py):
 through the task exchange (celery.tasks, topic) with the queue's name as routing key, the
@@ -22,6 +27,7 @@ import sys
 import amqp
 import kombu
 
+import amqp_sasl
 import rendered_settings
 
 
@@ -78,7 +84,25 @@ def main(argv=None):
     put.add_argument("queue")
     put.add_argument("body")
     sub.add_parser("get").add_argument("queue")
+    sub.add_parser("anonymous").add_argument("--expect", required=True, help="mechanisms, comma-separated")
+    sub.add_parser("quorum").add_argument("queue")
     a = p.parse_args(argv)
+
+    if a.cmd == "anonymous":
+        # The worker's valid certificate: the TLS part succeeds, only the mechanism is at stake.
+        raw = socket.create_connection((SERVER, PORT), timeout=10)
+        opts = tls()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the server and its host name
+        ctx.load_verify_locations(opts["ca_certs"])
+        ctx.load_cert_chain(opts["certfile"], opts["keyfile"])
+        with ctx.wrap_socket(raw, server_hostname=SERVER) as sock:
+            answer = amqp_sasl.attempt(sock, "ANONYMOUS")
+        expected = sorted(a.expect.split(","))
+        if sorted(answer.offered) != expected:
+            return verdict(False, f"offered mechanisms are not {expected}: {answer}")
+        if answer.reply != "eof":  # a Close 403 would mean ANONYMOUS was taken as a mechanism
+            return verdict(False, f"ANONYMOUS was not refused as a mechanism not offered: {answer}")
+        return verdict(True, f"ANONYMOUS refused, not offered: {answer}")
 
     if a.cmd == "login":
         secret = a.password if a.password is not None else password()
@@ -104,7 +128,7 @@ def main(argv=None):
         return verdict(True, f"declared {a.queue}")
 
     rendered = rendered_settings.load()
-    name = a.queue if a.cmd in ("put", "get") else rendered["task_default_queue"]
+    name = a.queue if a.cmd in ("put", "get", "quorum") else rendered["task_default_queue"]
     # The rendered task_queues entry says exchange, type and routing key (= the queue's name).
     route = rendered["task_queues"][name]
     url = f"amqp://{USER}:{password()}@{SERVER}:{PORT}/{VHOST}"
@@ -118,6 +142,16 @@ def main(argv=None):
             got = conn.SimpleQueue(queue).get(timeout=10)
             got.ack()
             return verdict(got.payload == body, f"kombu round trip over TLS: {got.payload}")
+        if a.cmd == "quorum":
+            quorum = kombu.Queue(name, queue.exchange, routing_key=queue.routing_key, durable=True,
+                                 queue_arguments={"x-queue-type": "quorum"})
+            body = {"quorum": os.urandom(8).hex()}
+            with conn.Producer() as producer:
+                producer.publish(body, exchange=quorum.exchange, routing_key=quorum.routing_key, declare=[quorum])
+            got = conn.SimpleQueue(quorum).get(timeout=10)
+            got.ack()
+            quorum.bind(conn.default_channel).delete()
+            return verdict(got.payload == body, f"quorum queue {name}: declared, round trip {got.payload}, deleted")
         if a.cmd == "put":
             with conn.Producer() as producer:
                 producer.publish(a.body, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue],

@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  first converge (fresh PKI)   {first:7.1f} s")
     print(f"  package installs in it       {packages:7.1f} s")
     print(f"  idempotent re-run            {med['rerun']:7.1f} s")
-    print(f"  reference ({REFERENCE_TASKS} stat x {module_runs(reference_out) // REFERENCE_TASKS} hosts)"
-          f"{'':<5}{med['reference']:7.1f} s")
+    label = f"reference ({REFERENCE_TASKS} stat x {module_runs(reference_out) // REFERENCE_TASKS} hosts)"
+    print(f"  {label:<29}{med['reference']:7.1f} s")
     print(f"  celery-provision verify      {med['verify']:7.2f} s")
     if main is not None:
         print(f"  main job, second run         {main[0]:7.1f} s  (scripts/deploy-local.sh, exit {main[1]})")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything celery-provision needs on this (Debian 12) machine, as root.
+# Install everything celery-provision needs on this (Debian 12 or 13) machine, as root.
 # Idempotent: a second run installs nothing. Used by deploy-local.sh and test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."

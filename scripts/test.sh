@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh Debian 12 machine, as root:
+# The whole test suite on a fresh Debian 12 or 13 machine, as root:
 #   sudo bash scripts/test.sh [PYTEST ARGS]
 # Installs what it needs (apt, pip, the Podman image for Molecule), then runs pytest:
 # unit tests, live tests against real RabbitMQ/Redis/Celery started by the test setup,
@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install.sh
-bash molecule/_shared/prepare-host.sh
+# The Molecule hosts' releases (tests/test_molecule.py reads the same variable).
+releases_list=${CELERY_PROVISION_MOLECULE_RELEASES:-${MOLECULE_DEBIAN:-bookworm}}
+read -r -a releases <<<"${releases_list//,/ }"
+bash molecule/_shared/prepare-host.sh "${releases[@]}"
 export PATH="$PWD/.venv/bin:$PATH"
 # Four processes: the live deployment's tests in one, each Molecule scenario in its own,
 # the rest spread over them (see tests/conftest.py). Arguments replace these defaults.

@@ -30,7 +30,7 @@ def unmet(req, extra="", seen=None):
         dep = Requirement(dep)
         for wanted in [""] + sorted(req.extras):
             if dep.marker is None or dep.marker.evaluate({"extra": wanted}):
-                why = unmet(Requirement(str(dep).split(";")[0]), "", seen)
+                why = unmet(Requirement(str(dep).split(";", maxsplit=1)[0]), "", seen)
                 if why:
                     return why
                 break

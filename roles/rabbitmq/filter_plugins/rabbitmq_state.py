@@ -94,7 +94,7 @@ def _parse(text):
     if not isinstance(text, str) or "{" not in text:
         return None
     try:
-        state, _ = json.JSONDecoder().raw_decode(text[text.index("{"):])
+        state = json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
         return state if isinstance(state.get("definitions"), dict) else None
     except (ValueError, AttributeError):
         return None

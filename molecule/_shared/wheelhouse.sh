@@ -62,7 +62,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-run_args=(--rm --name "$name" --network podman
+# The host's network: the download needs only what the host reaches (PyPI or its mirror,
+# through the host's resolver and proxy), also where a bridge's NAT has no way out (a
+# Debian 13 stand-in container running this nested).
+run_args=(--rm --name "$name" --network host
           -v "$tmp:/wheelhouse" -v "$requirements:/requirements.txt:ro")
 if [[ -r $ca_bundle ]]; then
     run_args+=(-v "$ca_bundle:/etc/celery-provision-ca.pem:ro" -e PIP_CERT=/etc/celery-provision-ca.pem)

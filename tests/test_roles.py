@@ -38,7 +38,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 # The role defaults the Python model and the test suites read with yaml.safe_load.
 _READ_BY_PYTHON = {
-    "rabbitmq": ["rabbitmq_tls_port", "rabbitmq_admin_user", "rabbitmq_nodename"],
+    "rabbitmq": ["rabbitmq_tls_port", "rabbitmq_admin_user", "rabbitmq_nodename", "rabbitmq_cluster"],
     "redis": ["redis_tls_port", "redis_admin_user"],
     "celery_worker": ["celery_worker_config_dir", "celery_worker_user", "celery_worker_state_dir",
                       "celery_worker_run_dir", "celery_worker_log_dir"],

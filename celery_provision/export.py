@@ -71,7 +71,8 @@ def _rabbitmq(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, 
             users.append(_absent(d, app, "rabbitmq"))
             continue
         perms = acl.rabbitmq_permissions(str(app.role), app.queues, task_queues=d.task_queues,
-                                         rpc_backend=s.result_backend == "rpc", remote_control=d.remote_control)
+                                         rpc_backend=s.result_backend == "rpc", remote_control=d.remote_control,
+                                         quorum=d.quorum_queues)
         users.append({
             "name": d.user(app, "rabbitmq"),
             "password": _password(d, app, "rabbitmq"),

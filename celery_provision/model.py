@@ -368,6 +368,12 @@ class Deployment:
         hosts = self.group("rabbitmq")
         return bool(hosts) and hosts[0].var("rabbitmq_cluster") is True
 
+    @property
+    def quorum_queues(self) -> bool:
+        """Whether the task queues are quorum queues: replicated on every node of a RabbitMQ
+        cluster (a classic queue lives on one node and is lost with it)."""
+        return self.settings.broker == "rabbitmq" and self.rabbitmq_cluster
+
     @cached_property
     def rabbitmq_longnames(self) -> bool:
         """Whether the cluster's node names are long ones (their host part is an IP address or

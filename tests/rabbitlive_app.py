@@ -88,6 +88,16 @@ def _publish(routing_key: str) -> Any:
     return add.apply_async((1, 1), exchange="celery.tasks", routing_key=routing_key, ignore_result=True).id
 
 
+def _delayed_publish(queue: str) -> Any:
+    # Straight to native delayed delivery's entry (level 27), with a 1 s delay in front of a
+    # routing key of the caller's choice: where the message lands when its delay runs out.
+    from kombu import Exchange
+    from kombu.transport.native_delayed_delivery import calculate_routing_key
+
+    return add.apply_async((1, 1), exchange=Exchange("celery_delayed_27", type="topic"),
+                           routing_key=calculate_routing_key(1, queue), ignore_result=True).id
+
+
 def _consume(queue: str) -> Any:
     with app.connection_for_read() as conn:
         channel = conn.channel()
@@ -122,6 +132,7 @@ def _broadcast(command: str) -> Any:
 
 
 ACTIONS = {"send": _send, "countdown": _countdown, "chain": _chain, "group": _group, "chord": _chord, "publish": _publish,
+           "delayed_publish": _delayed_publish,
            "consume": _consume, "events": _events, "ping": _ping, "rate_limit": _rate_limit,
            "broadcast": _broadcast}
 

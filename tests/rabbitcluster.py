@@ -96,6 +96,7 @@ class ClusterNode(RabbitNode):
         cookie.write_text(self.cookie)
         cookie.chmod(0o400)
         (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "advanced.config").write_text("[].\n")
         t = self.tls_dir
         lines = [
             "listeners.tcp = none",

@@ -294,7 +294,7 @@ def test_rendered_cluster_configs_audit_clean_and_add_no_finding(write_inventory
                                                                  tmp_path: Path, host: str) -> None:
     def findings(d: model.Deployment, out: str) -> list[Any]:
         path = render.write_all(d, tmp_path / out, hosts=[host], controller_paths=True)[0][0]
-        return audit.audit_config(audit.load_config(str(path)))
+        return audit.audit_config(audit.load_config(str(path)), role=d.host(host).role)
 
     single = findings(_ready(write_inventory(name="single")), "single")
     cluster = findings(_ready(write_inventory(_cluster(basic_groups), name="cluster")), "cluster")

@@ -110,6 +110,9 @@ class ClusterNode(RabbitNode):
             "log.console = false",
             "log.file.level = warning",
             "cluster_formation.peer_discovery_backend = classic_config",
+            # The seed boots first, alone: it need not wait long for peers that are not up yet.
+            "cluster_formation.discovery_retry_limit = 2",
+            "cluster_formation.discovery_retry_interval = 250",
             *(f"cluster_formation.classic_config.nodes.{i} = {p}" for i, p in enumerate(peers, 1)),
         ]
         (self.base / "rabbitmq.conf").write_text("\n".join(lines) + "\n")

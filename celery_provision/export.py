@@ -71,7 +71,8 @@ def _rabbitmq(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, 
             users.append(_absent(d, app, "rabbitmq"))
             continue
         perms = acl.rabbitmq_permissions(str(app.role), app.queues, task_queues=d.task_queues,
-                                         rpc_backend=s.result_backend == "rpc", remote_control=d.remote_control)
+                                         rpc_backend=s.result_backend == "rpc", remote_control=d.remote_control,
+                                         quorum=d.quorum_queues)
         users.append({
             "name": d.user(app, "rabbitmq"),
             "password": _password(d, app, "rabbitmq"),
@@ -96,6 +97,25 @@ def _rabbitmq(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, 
         "auth_x509": s.auth == "x509",
         "verify_depth": s.verify_depth,
         "allowed_sources": _sources(d, host, admitted),
+        "cluster": _cluster(d, host),
+    }
+
+
+def _cluster(d: Deployment, host: Host) -> dict[str, Any]:
+    """A RabbitMQ host's place in its cluster: its node name, every member (the seed, which
+    manages the users, first), who may reach its epmd and distribution port, the cookie."""
+    nodename = d.rabbitmq_nodename(host)
+    if not d.rabbitmq_cluster:
+        return {"enabled": False, "nodename": nodename, "longnames": False, "nodes": [], "peer_sources": [],
+                "cookie": None}
+    peers = [h for h in d.group("rabbitmq") if h.name != host.name]
+    return {
+        "enabled": True,
+        "nodename": nodename,
+        "longnames": d.rabbitmq_longnames,
+        "nodes": [d.rabbitmq_nodename(h) for h in d.group("rabbitmq")],
+        "peer_sources": list(dict.fromkeys(_cidr(h.address) for h in peers if is_ip(h.address))),
+        "cookie": credentials.erlang_cookie(d),
     }
 
 

@@ -50,7 +50,7 @@ PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
 
 # Role variables the model needs; their one default lives in roles/<role>/defaults/main.yml.
 _ROLE_VARS = {
-    "rabbitmq": ("rabbitmq_tls_port", "rabbitmq_admin_user"),
+    "rabbitmq": ("rabbitmq_tls_port", "rabbitmq_admin_user", "rabbitmq_cluster", "rabbitmq_nodename"),
     "redis": ("redis_tls_port", "redis_admin_user"),
     "celery_worker": ("celery_worker_config_dir", "celery_worker_config_name", "celery_worker_signer_dir"),
 }
@@ -78,6 +78,11 @@ def is_dns_name(value: str) -> bool:
     if labels[-1].isdigit():  # 10.0.0.300 is a bad IP, not a name
         return False
     return all(_LABEL.match(label) for label in labels)
+
+
+def _long_host(address: str) -> bool:
+    """Whether Erlang needs a long node name for a node on *address* (an IP or a dotted name)."""
+    return is_ip(address) or "." in address
 
 
 def roles_dir() -> Path:
@@ -355,6 +360,32 @@ class Deployment:
         their group's name as an extra SAN and clients check that; None for a single broker.
         """
         return group if len(self.group(group)) > 1 else None
+
+    @cached_property
+    def rabbitmq_cluster(self) -> bool:
+        """Whether the rabbitmq group is one cluster (`rabbitmq_cluster: true`, the same on
+        every node: `load` refuses mixed values) rather than independent brokers."""
+        hosts = self.group("rabbitmq")
+        return bool(hosts) and hosts[0].var("rabbitmq_cluster") is True
+
+    @property
+    def quorum_queues(self) -> bool:
+        """Whether the task queues are quorum queues: replicated on every node of a RabbitMQ
+        cluster (a classic queue lives on one node and is lost with it)."""
+        return self.settings.broker == "rabbitmq" and self.rabbitmq_cluster
+
+    @cached_property
+    def rabbitmq_longnames(self) -> bool:
+        """Whether the cluster's node names are long ones (their host part is an IP address or
+        a dotted DNS name): a single node keeps its short `rabbit@localhost`."""
+        return self.rabbitmq_cluster and any(_long_host(h.address) for h in self.group("rabbitmq"))
+
+    def rabbitmq_nodename(self, host: Host) -> str:
+        """The Erlang node name of a RabbitMQ host: `rabbit@<address>` in a cluster (the peers
+        reach it there, and its certificate carries the address), else the role's default."""
+        if self.rabbitmq_cluster:
+            return f"rabbit@{host.address}"
+        return str(host.var("rabbitmq_nodename"))
 
     def services(self, host: Host) -> list[str]:
         """The services a Celery host talks to, broker first; operators (inspect, control,
@@ -937,7 +968,31 @@ def _check(d: Deployment) -> None:
                     f"host {h.name!r} has the same name as the admin user: its certificate would log in as admin",
                     where=where,
                 )
+    _check_cluster(d)
     for group in ("rabbitmq", "redis"):
         ports = {h.var(f"{group}_tls_port") for h in d.group(group)}
         if len(ports) > 1:
             raise ProvisionError(f"{group} hosts disagree on {group}_tls_port: {sorted(ports)}", where=where)
+
+
+def _check_cluster(d: Deployment) -> None:
+    """One value of `rabbitmq_cluster` for the whole group, and node names Erlang can use."""
+    hosts = d.group("rabbitmq")
+    for h in hosts:
+        value = h.var("rabbitmq_cluster")
+        if not isinstance(value, bool):
+            raise ProvisionError(f"rabbitmq_cluster: expected true or false, got {value!r}",
+                                 where=_where(value, f"host {h.name}"))
+    if len({h.var("rabbitmq_cluster") for h in hosts}) > 1:
+        values = ", ".join(f"{h.name} {str(h.var('rabbitmq_cluster')).lower()}" for h in hosts)
+        raise ProvisionError(
+            f"rabbitmq hosts disagree on rabbitmq_cluster ({values}): set it once for the group"
+            " (group_vars/rabbitmq.yml)", where=str(d.inventory))
+    if d.rabbitmq_longnames:
+        short = [h.name for h in hosts if not _long_host(h.address)]
+        if short:
+            raise ProvisionError(
+                f"rabbitmq cluster: the address of {', '.join(short)} is a short host name while"
+                " others are IPs or dotted names; Erlang node names of one cluster are all long or"
+                " all short: give every node an IP address or a fully qualified name",
+                where=str(d.inventory))

@@ -114,6 +114,7 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "role": host.role,
         "queues": _queues(d, host),
         "task_exchange": TASK_EXCHANGE if s.broker == "rabbitmq" else None,
+        "quorum": d.quorum_queues,
         "remote_control": d.remote_control,
         "delivery": s.delivery,
         "envelope_config": ENVELOPE_CONFIG,

@@ -127,6 +127,8 @@ _SERIAL_GROUPS = {
     "tests/test_collection_live.py": "live",
     # One private redis-server and worker pair per module: its tests in one process.
     "tests/test_envelope_live.py": "envelope-live",
+    # One private three-node RabbitMQ cluster per module.
+    "tests/test_rabbitmq_cluster_live.py": "rabbitmq-cluster",
     # Network namespaces: one process, they are cheap but chatty.
     "tests/test_firewall.py": "netns",
 }

@@ -2,7 +2,7 @@
 
 It takes one host's rendered configuration (``CP_RENDERED``) as it is, swapping only the
 transport: ``CP_BROKER_URL`` (plain AMQP to the private node; ``broker_password`` stays the
-rendered one), no ``broker_use_ssl``, and ``CP_BACKEND`` where the rendered backend is Redis.
+rendered one), no ``broker_use_ssl`` (unless ``CP_BROKER_TLS=1``: AMQPS as rendered), and ``CP_BACKEND`` where the rendered backend is Redis.
 Routing, queues, remote-control and signing settings stay as rendered, and the app calls
 ``celery_provision.runtime.secure(app)`` as the rendered module says.
 
@@ -27,15 +27,18 @@ from celery_provision.runtime import secure
 TIMEOUT = float(os.environ.get("CP_TIMEOUT", "20"))
 
 
-def rendered_config(path: str, broker_url: str, backend: str | None, queue_type: str = "classic") -> dict[str, Any]:
+def rendered_config(path: str, broker_url: str, backend: str | None, queue_type: str = "classic",
+                    broker_tls: bool = False) -> dict[str, Any]:
     """A rendered configuration file as a dict, with the transport swapped; with *queue_type*
-    "quorum", every task queue is declared as a quorum queue (durable, `x-queue-type`)."""
+    "quorum", every task queue is declared as a quorum queue (durable, `x-queue-type`); with
+    *broker_tls*, the rendered broker TLS settings stay (only the URL's ports change)."""
     ns: dict[str, Any] = {"__name__": "celeryconfig"}
     exec(compile(Path(path).read_text(), path, "exec"), ns)  # noqa: S102 - our own rendered file
     cfg = {k: v for k, v in ns.items()
            if k.islower() and not k.startswith("_") and not isinstance(v, (types.ModuleType, type, types.FunctionType))}
     cfg["broker_url"] = broker_url
-    cfg["broker_use_ssl"] = False
+    if not broker_tls:
+        cfg["broker_use_ssl"] = False
     if backend and cfg.get("result_backend", "").startswith("redis"):
         cfg["result_backend"] = backend
         cfg.pop("redis_backend_use_ssl", None)
@@ -48,7 +51,8 @@ def rendered_config(path: str, broker_url: str, backend: str | None, queue_type:
 
 app = Celery("rabbitlive")
 app.config_from_object(rendered_config(os.environ["CP_RENDERED"], os.environ["CP_BROKER_URL"],
-                                       os.environ.get("CP_BACKEND"), os.environ.get("CP_QUEUE_TYPE", "classic")))
+                                       os.environ.get("CP_BACKEND"), os.environ.get("CP_QUEUE_TYPE", "classic"),
+                                       os.environ.get("CP_BROKER_TLS") == "1"))
 secure(app)
 
 
@@ -88,6 +92,16 @@ def _publish(routing_key: str) -> Any:
     return add.apply_async((1, 1), exchange="celery.tasks", routing_key=routing_key, ignore_result=True).id
 
 
+def _delayed_publish(queue: str) -> Any:
+    # Straight to native delayed delivery's entry (level 27), with a 1 s delay in front of a
+    # routing key of the caller's choice: where the message lands when its delay runs out.
+    from kombu import Exchange
+    from kombu.transport.native_delayed_delivery import calculate_routing_key
+
+    return add.apply_async((1, 1), exchange=Exchange("celery_delayed_27", type="topic"),
+                           routing_key=calculate_routing_key(1, queue), ignore_result=True).id
+
+
 def _consume(queue: str) -> Any:
     with app.connection_for_read() as conn:
         channel = conn.channel()
@@ -122,6 +136,7 @@ def _broadcast(command: str) -> Any:
 
 
 ACTIONS = {"send": _send, "countdown": _countdown, "chain": _chain, "group": _group, "chord": _chord, "publish": _publish,
+           "delayed_publish": _delayed_publish,
            "consume": _consume, "events": _events, "ping": _ping, "rate_limit": _rate_limit,
            "broadcast": _broadcast}
 

@@ -64,6 +64,9 @@ class RabbitNode:
             "RABBITMQ_LOG_BASE": str(b / "log"),
             "RABBITMQ_PID_FILE": str(b / "node.pid"),
             "RABBITMQ_CONFIG_FILE": str(b / "rabbitmq.conf"),
+            # Its own (empty) advanced.config: the system's /etc/rabbitmq/advanced.config holds
+            # the local deployment's ssl_options, which would replace the node's own.
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(b / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(b / "enabled_plugins"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             # rabbitmqctl's own node too (it listens on 35672-35682 while it runs).
@@ -93,6 +96,7 @@ class RabbitNode:
         for d in ("home", "mnesia", "log"):
             (self.base / d).mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "advanced.config").write_text("[].\n")
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
             "log.console = false\nlog.file.level = warning\n")

@@ -279,3 +279,32 @@ def test_an_operator_with_queues_is_refused():
 def test_an_operator_without_remote_control_is_refused():
     with pytest.raises(ValueError, match="remote control"):
         rabbitmq_permissions("operator", [], task_queues=TASK_QUEUES, rpc_backend=False, remote_control=False)
+
+
+# --- quorum queues (a cluster): native delayed delivery --------------------------------------
+
+DELAY = "0." * 27 + "1."  # a 1 s countdown's 28 bits, as kombu's calculate_routing_key writes them
+
+
+def test_a_quorum_worker_may_set_up_every_delayed_delivery_level_and_nothing_beyond() -> None:
+    perms = rabbitmq_permissions("worker", ["celery"], task_queues=TASK_QUEUES, rpc_backend=False,
+                                 remote_control=False, quorum=True)
+    names = [f"celery_delayed_{i}" for i in range(28)] + ["celery_delayed_delivery"]
+    assert all(allows(perms[k], n) for k in KINDS for n in names)
+    assert not any(allows(perms[k], n) for k in KINDS for n in ("celery_delayed_28", "celery_delayed_", "celery_delayed_x"))
+
+
+def test_a_quorum_producer_may_publish_delays_only_to_its_own_queues() -> None:
+    perms = rabbitmq_permissions("client", ["celery"], task_queues=TASK_QUEUES, rpc_backend=False,
+                                 remote_control=True, quorum=True)
+    assert allows(perms["write"], "celery_delayed_27") and not allows(perms["configure"], "celery_delayed_27")
+    entry = topic(perms, "celery_delayed_27")
+    assert allows(entry["write"], DELAY + "celery")
+    assert not allows(entry["write"], DELAY + TASK_QUEUES[-1])
+    assert not allows(entry["write"], "celery")  # no delay bits: not a delayed task
+    assert not any(allows(perms["write"], f"celery_delayed_{i}") for i in range(27))
+
+
+def test_classic_queues_grant_nothing_of_delayed_delivery() -> None:
+    for perms in ALL.values():
+        assert not any(allows(perms[k], "celery_delayed_27") for k in KINDS)

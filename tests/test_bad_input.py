@@ -218,6 +218,11 @@ CASES = [
     _case("port-not-a-number", lambda e: e.edit_host("rabbitmq", "rabbitmq-1", rabbitmq_tls_port="https"), "rabbitmq_tls_port"),
     _case("rabbitmq-ports-disagree", lambda e: e.set_groups(_groups(rabbitmq={
         "rabbitmq-1": {"ansible_host": "127.0.0.1"}, "rabbitmq-2": {"rabbitmq_tls_port": 5000}})), "disagree on rabbitmq_tls_port"),
+    _case("rabbitmq-cluster-mixed", lambda e: e.set_groups(_groups(rabbitmq={
+        "rabbitmq-1": {"ansible_host": "127.0.0.1", "rabbitmq_cluster": True},
+        "rabbitmq-2": {"ansible_host": "127.0.0.5"}})), "disagree on rabbitmq_cluster", "rabbitmq-2 false"),
+    _case("rabbitmq-cluster-not-bool", lambda e: e.edit_host("rabbitmq", "rabbitmq-1", rabbitmq_cluster="yes"),
+          "rabbitmq_cluster", "expected true or false"),
     # ---- groups and host names
     _case("group-typo", lambda e: e.set_groups(_groups(celery_workers=None, celery_worker={"worker-1": {}})), "unknown group 'celery_worker'", "celery_workers"),
     _case("group-typo-rabbitmq", lambda e: e.set_groups(_groups(rabbitmq=None, rabbitmqq={"rabbitmq-1": {}})), "unknown group 'rabbitmqq'"),

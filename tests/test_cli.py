@@ -297,3 +297,38 @@ def test_console_script_check_exits_non_zero_on_a_problem(console, inventory: Pa
     result = console("certs", "check", "-i", inventory)
     assert result.code == 1
     assert "mode 0644" in result.out
+
+
+def _cluster_inventory(write_inventory, basic_groups) -> Path:  # noqa: ANN001
+    basic_groups["rabbitmq"] = {f"rabbitmq-{i}": {"ansible_host": f"10.0.0.{i}", "rabbitmq_cluster": True}
+                                for i in (1, 2, 3)}
+    return write_inventory(basic_groups)
+
+
+def test_credentials_creates_the_clusters_erlang_cookie_once(cli, write_inventory, basic_groups) -> None:  # noqa: ANN001
+    inv = _cluster_inventory(write_inventory, basic_groups)
+    assert "created  rabbitmq/.erlang.cookie" in cli("credentials", "-i", inv).out
+    assert ".erlang.cookie" not in cli("credentials", "-i", inv).out
+
+
+def test_export_gives_each_cluster_node_its_name_the_members_its_peers_and_the_cookie(
+        cli, write_inventory, basic_groups) -> None:  # noqa: ANN001
+    inv = _cluster_inventory(write_inventory, basic_groups)
+    assert cli("certs", "issue", "-i", inv).code == 0
+    cli("credentials", "-i", inv)
+    hosts = json.loads(cli("export", "-i", inv).out)["hosts"]
+    cluster = hosts["rabbitmq-2"]["rabbitmq"]["cluster"]
+    assert cluster["enabled"] and cluster["longnames"]
+    assert cluster["nodename"] == "rabbit@10.0.0.2"
+    assert cluster["nodes"] == ["rabbit@10.0.0.1", "rabbit@10.0.0.2", "rabbit@10.0.0.3"]
+    assert cluster["peer_sources"] == ["10.0.0.1/32", "10.0.0.3/32"]  # not itself, not the workers
+    assert len(cluster["cookie"]) == 64
+    assert {h["rabbitmq"]["cluster"]["cookie"] for n, h in hosts.items() if n.startswith("rabbitmq-")} == {
+        cluster["cookie"]}
+
+
+def test_export_of_a_single_node_has_no_cluster_and_no_cookie(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
+    cli("credentials", "-i", inventory)
+    cluster = json.loads(cli("export", "-i", inventory).out)["hosts"]["rabbitmq-1"]["rabbitmq"]["cluster"]
+    assert cluster == {"enabled": False, "nodename": "rabbit@localhost", "longnames": False, "nodes": [],
+                       "peer_sources": [], "cookie": None}

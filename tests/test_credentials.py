@@ -20,3 +20,29 @@ def test_no_password_starts_with_a_dash_which_rabbitmqctl_would_read_as_options(
 
 def test_two_passwords_differ() -> None:
     assert len({credentials.new_password() for _ in range(100)}) == 100
+
+
+def test_an_erlang_cookie_is_64_letters_and_digits_as_the_rabbitmq_role_expects() -> None:
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", credentials.new_cookie())
+
+
+def test_a_cluster_gets_one_0600_erlang_cookie_that_a_rerun_keeps(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    from celery_provision import model
+
+    basic_groups["rabbitmq"]["rabbitmq-1"]["rabbitmq_cluster"] = True
+    basic_groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5", "rabbitmq_cluster": True}
+    d = model.load(write_inventory(basic_groups))
+    assert credentials.COOKIE in credentials.ensure(d)
+    path = credentials.path_for(d, credentials.COOKIE)
+    first = credentials.erlang_cookie(d)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert credentials.COOKIE not in credentials.ensure(d)
+    assert credentials.erlang_cookie(d) == first
+
+
+def test_independent_brokers_get_no_erlang_cookie_from_the_controller(inventory) -> None:  # noqa: ANN001
+    from celery_provision import model
+
+    d = model.load(inventory)
+    credentials.ensure(d)
+    assert not credentials.path_for(d, credentials.COOKIE).exists()

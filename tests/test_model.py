@@ -167,8 +167,8 @@ def example(monkeypatch: pytest.MonkeyPatch) -> model.Deployment:
     return model.load(EXAMPLE)
 
 
-def test_example_inventory_has_two_brokers_of_each_kind_workers_and_a_client(example: model.Deployment) -> None:
-    assert len(example.group("rabbitmq")) == 2
+def test_example_inventory_has_a_three_node_cluster_two_redis_workers_and_a_client(example: model.Deployment) -> None:
+    assert len(example.group("rabbitmq")) == 3 and example.rabbitmq_cluster
     assert len(example.group("redis")) == 2
     assert len(example.group("celery_workers")) >= 3
     assert len(example.group("celery_clients")) >= 1
@@ -261,3 +261,55 @@ def test_a_hosts_allowed_tasks_are_its_own_patterns_once_each(write_inventory, b
     basic_groups["celery_clients"]["client-1"]["celery_provision_allowed_tasks"] = ["app.*", "billing.charge", "app.*"]
     d = model.load(write_inventory(basic_groups))
     assert d.host("client-1").allowed_tasks == ("app.*", "billing.charge")
+
+
+# --------------------------------------------------------------------------- RabbitMQ cluster
+
+
+def _three_rabbitmq(basic_groups, **group_vars):  # noqa: ANN001, ANN202
+    basic_groups["rabbitmq"] = {f"rabbitmq-{i}": {"ansible_host": f"10.0.0.{i}", **group_vars} for i in (1, 2, 3)}
+    return basic_groups
+
+
+def test_several_rabbitmq_hosts_are_independent_brokers_unless_marked_as_a_cluster(
+        write_inventory, basic_groups) -> None:  # noqa: ANN001
+    d = model.load(write_inventory(_three_rabbitmq(basic_groups)))
+    assert not d.rabbitmq_cluster
+    assert {d.rabbitmq_nodename(h) for h in d.group("rabbitmq")} == {"rabbit@localhost"}
+
+
+def test_a_cluster_names_each_node_after_its_address_with_long_names(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    d = model.load(write_inventory(_three_rabbitmq(basic_groups, rabbitmq_cluster=True)))
+    assert d.rabbitmq_cluster and d.rabbitmq_longnames
+    assert [d.rabbitmq_nodename(h) for h in d.group("rabbitmq")] == ["rabbit@10.0.0.1", "rabbit@10.0.0.2",
+                                                                     "rabbit@10.0.0.3"]
+
+
+def test_a_cluster_of_short_host_names_keeps_short_node_names(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    basic_groups["rabbitmq"] = {f"mq-{i}": {"rabbitmq_cluster": True} for i in (1, 2)}
+    d = model.load(write_inventory(basic_groups))
+    assert not d.rabbitmq_longnames
+    assert [d.rabbitmq_nodename(h) for h in d.group("rabbitmq")] == ["rabbit@mq-1", "rabbit@mq-2"]
+
+
+def test_a_cluster_mixing_short_names_and_addresses_is_refused(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    basic_groups["rabbitmq"] = {"mq-1": {"rabbitmq_cluster": True},
+                                "mq-2": {"ansible_host": "10.0.0.2", "rabbitmq_cluster": True}}
+    with pytest.raises(ProvisionError, match="all long or all short"):
+        model.load(write_inventory(basic_groups))
+
+
+def test_cluster_nodes_certificates_serve_and_authenticate_with_per_host_names(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    d = model.load(write_inventory(_three_rabbitmq(basic_groups, rabbitmq_cluster=True)))
+    specs = {s.name: s for s in pki.leaf_specs(d)}
+    for i in (1, 2, 3):
+        spec = specs[f"rabbitmq-{i}/server"]
+        assert spec.eku == ("serverAuth", "clientAuth")
+        # The node's own name and address (what the CLI tools and peers check), then the
+        # cluster's service name; never a wildcard.
+        assert spec.sans == (f"rabbitmq-{i}", f"10.0.0.{i}", "rabbitmq")
+
+
+def test_independent_brokers_get_server_auth_only(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    d = model.load(write_inventory(_three_rabbitmq(basic_groups)))
+    assert {s.eku for s in pki.leaf_specs(d) if s.host.startswith("rabbitmq-")} == {("serverAuth",)}

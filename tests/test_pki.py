@@ -135,7 +135,8 @@ def test_single_rabbitmq_node_gets_a_server_auth_only_certificate(issued) -> Non
 
 def test_clustered_rabbitmq_nodes_get_server_and_client_auth(write_inventory, basic_groups) -> None:  # noqa: ANN001
     groups = basic_groups
-    groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5"}
+    groups["rabbitmq"]["rabbitmq-1"]["rabbitmq_cluster"] = True
+    groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5", "rabbitmq_cluster": True}
     _, layout, _ = _issue(write_inventory(groups))
     root = load_cert(layout.root_cert)
     for host, ip in (("rabbitmq-1", "127.0.0.1"), ("rabbitmq-2", "127.0.0.5")):

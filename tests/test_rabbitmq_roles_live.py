@@ -126,7 +126,7 @@ def _stack(node: rabbitnode.RabbitNode, base: Path, backend: str, queue_type: st
     for host in d.apps:
         s.perms[host.name] = acl.rabbitmq_permissions(
             str(host.role), host.queues, task_queues=d.task_queues, rpc_backend=d.settings.result_backend == "rpc",
-            remote_control=d.remote_control)
+            remote_control=d.remote_control, quorum=queue_type == "quorum")
         user = d.user(host, "rabbitmq")
         users[s.user(user)] = (credentials.password(d, "rabbitmq", user), s.perms[host.name])
         (base / f"{host.name}.py").write_text(render.render(d, host, controller_paths=True))
@@ -219,11 +219,21 @@ def test_quorum_producer_chain_continues_through_the_worker_to_another_queue(quo
     assert quorum_stack.act("client-1", "chain", "hi") == {"ok": True, "value": 6}
 
 
-def test_quorum_countdown_is_refused_as_native_delayed_delivery_is_not_granted(quorum_stack: Stack) -> None:
-    """A known limit, pinned: with quorum queues Celery sends an ETA or countdown task through
-    its native delayed delivery (exchanges `celery_delayed_0..27`, which the worker also fails
-    to declare at startup), and no role is granted those. Queue types are not chosen here yet."""
-    assert refused(quorum_stack.act("client-1", "countdown"), "celery_delayed_27")
+def test_quorum_countdown_runs_through_native_delayed_delivery(quorum_stack: Stack) -> None:
+    """With quorum queues Celery sends an ETA or countdown task through its native delayed
+    delivery (exchanges and queues `celery_delayed_0..27`, declared by the worker at startup)."""
+    assert quorum_stack.act("client-1", "countdown") == {"ok": True, "value": 5}
+
+
+def test_quorum_worker_set_up_native_delayed_delivery_without_a_refusal(quorum_stack: Stack) -> None:
+    out = quorum_stack.node.ctl("list_exchanges", "-p", quorum_stack.vhost, "--no-table-headers", "name")
+    assert {f"celery_delayed_{i}" for i in range(28)} | {"celery_delayed_delivery"} <= set(out.split())
+    assert "ACCESS_REFUSED" not in (quorum_stack.dir / "worker.log").read_text(errors="replace")
+
+
+def test_quorum_producer_cannot_route_a_delayed_task_to_a_queue_it_does_not_own(quorum_stack: Stack) -> None:
+    assert quorum_stack.act("client-1", "delayed_publish", "celery")["ok"]  # its own: allowed
+    assert refused(quorum_stack.act("client-1", "delayed_publish", "hi"), "celery_delayed_27")
 
 
 # --- what each role must not be able to do -------------------------------------------------------

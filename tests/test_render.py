@@ -177,6 +177,51 @@ def test_several_rabbitmq_hosts_give_a_failover_list_checked_by_service_name(
         assert "rabbitmq" in sans.get_values_for_type(x509.DNSName)
 
 
+def _cluster(basic_groups: dict) -> dict:
+    basic_groups["rabbitmq"] = {f"rabbitmq-{i}": {"ansible_host": f"127.0.0.{10 + i}", "rabbitmq_cluster": True}
+                                for i in (1, 2, 3)}
+    return basic_groups
+
+
+def test_a_cluster_gives_every_node_in_the_url_list_checked_by_service_name(
+    write_inventory: Any, basic_groups: dict, tmp_path: Path
+) -> None:
+    d = _ready(write_inventory(_cluster(basic_groups)))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert conf.broker_url.split(";") == [f"amqps://worker-1@127.0.0.{10 + i}:5671/celery" for i in (1, 2, 3)]
+    assert conf.broker_use_ssl["server_hostname"] == "rabbitmq"
+    assert conf.broker_use_ssl["cert_reqs"] == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize("host", ["worker-1", "client-1"])
+def test_a_cluster_declares_the_task_queues_as_durable_quorum_queues(
+    write_inventory: Any, basic_groups: dict, tmp_path: Path, host: str
+) -> None:
+    d = _ready(write_inventory(_cluster(basic_groups)))
+    conf = _app(d, host, tmp_path).conf
+    for options in conf.task_queues.values():
+        assert options["queue_arguments"] == {"x-queue-type": "quorum"} and options["durable"] is True
+    assert conf.task_default_queue_type == "quorum"
+    assert conf.worker_detect_quorum_queues is True
+
+
+def test_a_cluster_worker_finds_its_queues_quorum_so_eta_goes_through_native_delayed_delivery(
+    write_inventory: Any, basic_groups: dict, tmp_path: Path
+) -> None:
+    from celery.utils.quorum_queues import detect_quorum_queues
+
+    d = _ready(write_inventory(_cluster(basic_groups)))
+    assert detect_quorum_queues(_app(d, "worker-1", tmp_path), "amqp")[0]
+
+
+def test_independent_brokers_keep_classic_queues(write_inventory: Any, basic_groups: dict, tmp_path: Path) -> None:
+    basic_groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5"}
+    d = _ready(write_inventory(basic_groups))
+    conf = _app(d, "worker-1", tmp_path).conf
+    assert all("queue_arguments" not in options for options in conf.task_queues.values())
+    assert conf.task_default_queue_type == "classic"
+
+
 def test_redis_broker_is_rediss_with_explicit_verification(write_inventory: Any, tmp_path: Path) -> None:
     d = _ready(write_inventory(all_vars={"celery_provision_broker": "redis"}))
     conf = _app(d, "worker-1", tmp_path).conf
@@ -242,6 +287,19 @@ def test_every_rendered_config_audits_clean(write_inventory: Any, tmp_path: Path
     path = render.write_all(d, tmp_path / "out", hosts=["worker-1"], controller_paths=True)[0][0]
     findings = audit.audit_config(audit.load_config(str(path)))
     assert audit.exit_status(findings, audit.Severity.HIGH) == 0, audit.format_table(findings)
+
+
+@pytest.mark.parametrize("host", ["worker-1", "client-1"])
+def test_rendered_cluster_configs_audit_clean_and_add_no_finding(write_inventory: Any, basic_groups: dict,
+                                                                 tmp_path: Path, host: str) -> None:
+    def findings(d: model.Deployment, out: str) -> list[Any]:
+        path = render.write_all(d, tmp_path / out, hosts=[host], controller_paths=True)[0][0]
+        return audit.audit_config(audit.load_config(str(path)), role=d.host(host).role)
+
+    single = findings(_ready(write_inventory(name="single")), "single")
+    cluster = findings(_ready(write_inventory(_cluster(basic_groups), name="cluster")), "cluster")
+    assert audit.exit_status(cluster, audit.Severity.HIGH) == 0, audit.format_table(cluster)
+    assert {f.code for f in cluster} <= {f.code for f in single}, audit.format_table(cluster)
 
 
 def _signed_results_backend(write_inventory: Any, tmp_path: Path) -> Any:

@@ -28,6 +28,15 @@ _MAILBOX_REPLY_QUEUE = _UUID + r"\.reply\.celery\.pidbox"  # a caller's reply qu
 _RPC_REPLY_QUEUE = _UUID  # the RPC result backend's reply queue (app.thread_oid)
 _DEFAULT_EXCHANGE = r"amq\.default"  # '' as RabbitMQ names it for permissions
 _EVENT_KEYS = r"(task|worker)\.[a-z]+"  # what a worker publishes on celeryev
+# Native delayed delivery (kombu.transport.native_delayed_delivery), what an ETA or countdown
+# travels through when the task queues are quorum queues: 28 topic exchanges, each with its
+# queue (TTL 2^N s, dead-lettered to level N-1), then `celery_delayed_delivery`, bound to each
+# task queue's exchange with `#.<routing key>`. A delayed task is published to level 27 with
+# the countdown's 28 bits in front of the queue's routing key.
+_DELAYED_LEVELS = r"celery_delayed_([0-9]|1[0-9]|2[0-7])"
+_DELAYED_ENTRY = r"celery_delayed_27"
+_DELAYED_EXCHANGE = r"celery_delayed_delivery"
+_DELAYED_PREFIX = r"([01]\.){28}"  # calculate_routing_key: one bit and a dot per level
 
 _ROLES = ("worker", "client", "operator")
 
@@ -50,15 +59,17 @@ def _queue_names(queues: Sequence[str], what: str) -> list[str]:
 
 
 def rabbitmq_permissions(role: str, queues: Sequence[str], *, task_queues: Sequence[str], rpc_backend: bool,
-                         remote_control: bool) -> dict[str, Any]:
+                         remote_control: bool, quorum: bool = False) -> dict[str, Any]:
     """The least-privilege permissions of one Celery user on the deployment's vhost.
 
     *role* is `worker`, `client` (a producer) or `operator`; *queues* the host's own (a worker
     consumes them, a producer publishes to them; none for an operator); *task_queues* every
     queue some worker consumes; *rpc_backend* whether results travel back over RabbitMQ
     (`rpc://`); *remote_control* whether operators exist (workers then answer control and
-    send events). Returns `configure`, `write`, `read` (anchored regexes) and `topic` (a list
-    of `{exchange, write, read}` for RabbitMQ's topic permissions).
+    send events); *quorum* whether the task queues are quorum queues (a cluster), whose ETA and
+    countdown tasks go through Celery's native delayed delivery. Returns `configure`, `write`,
+    `read` (anchored regexes) and `topic` (a list of `{exchange, write, read}` for RabbitMQ's
+    topic permissions).
     """
     if role not in _ROLES:
         raise ValueError(f"unknown role {role!r}: expected one of {', '.join(_ROLES)}")
@@ -75,11 +86,12 @@ def rabbitmq_permissions(role: str, queues: Sequence[str], *, task_queues: Seque
     if not set(own) <= set(every):
         raise ValueError(f"queues {sorted(set(queues) - set(task_queues))} are consumed by no worker")
     if role == "client":
-        return _client(own, rpc_backend=rpc_backend)
-    return _worker(own, every, rpc_backend=rpc_backend, remote_control=remote_control)
+        return _client(own, rpc_backend=rpc_backend, quorum=quorum)
+    return _worker(own, every, rpc_backend=rpc_backend, remote_control=remote_control, quorum=quorum)
 
 
-def _worker(own: list[str], every: list[str], *, rpc_backend: bool, remote_control: bool) -> dict[str, Any]:
+def _worker(own: list[str], every: list[str], *, rpc_backend: bool, remote_control: bool,
+            quorum: bool) -> dict[str, Any]:
     # Its queues: declared, bound to celery.tasks (write on the queue, read on the exchange),
     # consumed. celery.tasks: declared with them, published to (chains, callbacks, retries,
     # chord_unlock) with any task queue's routing key.
@@ -87,6 +99,20 @@ def _worker(own: list[str], every: list[str], *, rpc_backend: bool, remote_contr
     write = [*own, _TASK_EXCHANGE]
     read = [*own, _TASK_EXCHANGE]
     topic = [{"exchange": TASK_EXCHANGE, "write": _anchored(every), "read": _anchored(own)}]
+    if quorum:
+        # At startup (the DelayedDelivery bootstep) it declares the levels, their queues
+        # (configure and read on each; write on the next level, their dead-letter exchange),
+        # binds them in a chain (write on the destination, read on the source) and binds
+        # celery.tasks and its queues to celery_delayed_delivery with `#.<queue>` (so read on
+        # celery.tasks covers those keys too). It publishes retries with a countdown to level
+        # 27, with any task queue's routing key behind the delay bits.
+        configure += [_DELAYED_LEVELS, _DELAYED_EXCHANGE]
+        write += [_DELAYED_LEVELS, _DELAYED_EXCHANGE]
+        read += [_DELAYED_LEVELS, _DELAYED_EXCHANGE]
+        topic = [{"exchange": TASK_EXCHANGE, "write": _anchored(every),
+                  "read": _anchored([*own, *(r"\#\." + q for q in own)])},
+                 {"exchange": "celery_delayed_27", "write": _anchored([_DELAYED_PREFIX + q for q in every]),
+                  "read": _anchored([r"(\*\.){0,27}[01]\.\#"])}]
     if rpc_backend:
         # Results go to the caller's reply queue through the default exchange (a chain's
         # next step keeps the caller's reply_to: the worker declares no reply queue).
@@ -102,15 +128,21 @@ def _worker(own: list[str], every: list[str], *, rpc_backend: bool, remote_contr
     return {"configure": _anchored(configure), "write": _anchored(write), "read": _anchored(read), "topic": topic}
 
 
-def _client(own: list[str], *, rpc_backend: bool) -> dict[str, Any]:
+def _client(own: list[str], *, rpc_backend: bool, quorum: bool) -> dict[str, Any]:
     # Publishes to celery.tasks with its own queues' routing keys; declares nothing (its
     # task_queues have no_declare); with rpc:// it declares and consumes its reply queue.
+    # With quorum queues an ETA or countdown task goes to celery_delayed_27 instead, its own
+    # queues' routing keys behind the delay bits (the workers declared that exchange).
     rpc = [_RPC_REPLY_QUEUE] if rpc_backend else []
+    topic = [{"exchange": TASK_EXCHANGE, "write": _anchored(own), "read": "^$"}]
+    if quorum:
+        topic.append({"exchange": "celery_delayed_27", "write": _anchored([_DELAYED_PREFIX + q for q in own]),
+                      "read": "^$"})
     return {
         "configure": _anchored(rpc),
-        "write": _anchored([_TASK_EXCHANGE]),
+        "write": _anchored([_TASK_EXCHANGE, *([_DELAYED_ENTRY] if quorum else [])]),
         "read": _anchored(rpc),
-        "topic": [{"exchange": TASK_EXCHANGE, "write": _anchored(own), "read": "^$"}],
+        "topic": topic,
     }
 
 

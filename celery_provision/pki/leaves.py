@@ -54,11 +54,12 @@ class LeafSpec:
 def leaf_specs(d: Deployment) -> list[LeafSpec]:
     """The leaf certificates the deployment needs, in a stable order."""
     s = d.settings
-    clustered = len(d.group("rabbitmq")) > 1
+    clustered = d.rabbitmq_cluster
     specs: list[LeafSpec] = []
     for h in d.hosts.values():
         if h.is_broker:
-            # Inter-node TLS makes a clustered RabbitMQ node a TLS client of its peers too.
+            # Inter-node TLS makes a clustered RabbitMQ node a TLS client of its peers (and of
+            # its own CLI tools' nodes) too; independent brokers in a failover list only serve.
             eku = ("serverAuth", "clientAuth") if (h.is_rabbitmq and clustered) else ("serverAuth",)
             services = [d.service_name(g) for g in ("rabbitmq", "redis") if g in h.groups]
             sans = tuple(dict.fromkeys([*h.sans, *(n for n in services if n)]))

@@ -153,6 +153,7 @@ def _replication(d: Deployment, host: Host, apps: list[Host], revoked: Collectio
         "primary": r.primary.name,
         "primary_address": r.primary.address,
         "role": "primary" if host == r.primary else "replica",
+        "peers": [h.address for h in r.hosts],
         "replication": internal(r.replication_user, acl.REPLICATION_RULES),
         "sentinel": internal(r.sentinel_user, acl.SENTINEL_RULES),
         "peer": internal(r.peer_user, acl.SENTINEL_PEER_RULES),

@@ -1037,6 +1037,11 @@ def _check_replication(d: Deployment) -> None:
             f"redis_sentinel needs at least {MIN_SENTINELS} hosts in the group 'redis' (it has {len(hosts)}):"
             " a majority of Sentinels must agree to fail over, which fewer cannot after losing one",
             where=where)
+    named = [h.name for h in hosts if not is_ip(h.address)]
+    if named:
+        raise ProvisionError(
+            f"redis_sentinel: the hosts {', '.join(map(repr, named))} have no IP address (ansible_host or"
+            " celery_provision_address): Sentinel announces and compares the servers by IP", where=where)
     quorum = first.var("redis_sentinel_quorum")
     if isinstance(quorum, bool) or not isinstance(quorum, int) or not 0 <= quorum <= len(hosts):
         raise ProvisionError(f"redis_sentinel_quorum: expected 0 (a majority) to {len(hosts)}, got {quorum!r}",

@@ -351,3 +351,10 @@ def test_replicated_redis_servers_get_client_auth_too(write_inventory, basic_gro
 def test_a_lone_redis_server_keeps_server_auth_only(inventory) -> None:
     ekus = {s.host: s.eku for s in pki.leaves.leaf_specs(model.load(inventory)) if s.kind == "server"}
     assert ekus["redis-1"] == ("serverAuth",)
+
+
+def test_a_replicated_redis_host_without_an_ip_address_is_refused(write_inventory, basic_groups) -> None:
+    groups = _replicated(basic_groups)
+    groups["redis"]["redis-2"]["ansible_host"] = "cache-2.example.com"
+    with pytest.raises(ProvisionError, match="'redis-2' have no IP address"):
+        model.load(write_inventory(groups))

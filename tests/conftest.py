@@ -127,6 +127,8 @@ _SERIAL_GROUPS = {
     "tests/test_collection_live.py": "live",
     # One private redis-server and worker pair per module: its tests in one process.
     "tests/test_envelope_live.py": "envelope-live",
+    # A replicated Redis with three Sentinels per module; its failover test runs last.
+    "tests/test_redis_sentinel_live.py": "sentinel-live",
     # Network namespaces: one process, they are cheap but chatty.
     "tests/test_firewall.py": "netns",
 }

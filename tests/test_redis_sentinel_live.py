@@ -364,7 +364,7 @@ def test_sentinel_refuses_a_tls_client_without_a_certificate(group: Group) -> No
                                      ("SENTINEL", "RESET", "*")])
 def test_a_celery_user_on_sentinel_cannot_change_it(group: Group, command: tuple[str, ...]) -> None:
     client = group.sentinel(ADDRESSES[0], "client-1")
-    assert client.execute_command("SENTINEL", "get-master-addr-by-name", group.master)
+    assert client.execute_command("SENTINEL", "MASTERS")[0][b"name"] == group.master.encode()
     with pytest.raises(redis.exceptions.NoPermissionError):
         client.execute_command(*command)
 

@@ -233,6 +233,7 @@ SENTINEL_RULES = ("-@all +multi +slaveof +ping +exec +subscribe +config|rewrite 
 #: failover (SENTINEL IS-MASTER-DOWN-BY-ADDR).
 SENTINEL_PEER_RULES = ("-@all +ping +publish +client|setname +sentinel|is-master-down-by-addr"
                        " &__sentinel__:hello")
-#: A Celery worker or producer on Sentinel: where is the primary (redis-py asks SENTINEL
-#: MASTERS, kombu's transport and Celery's backend through it), nothing it could change.
-SENTINEL_CLIENT_RULES = "-@all +ping +sentinel|masters +sentinel|get-master-addr-by-name"
+#: A Celery worker, producer or operator on Sentinel: where is the primary. redis-py asks
+#: SENTINEL MASTERS only (kombu's transport and Celery's backend through it; seen through a
+#: failover with an empty ACL log): no PING, no SET, REMOVE, RESET, FAILOVER or CONFIG.
+SENTINEL_CLIENT_RULES = "-@all +sentinel|masters"

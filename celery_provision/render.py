@@ -76,7 +76,7 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
     r = d.replication
     # A replicated Redis: Sentinel URLs, the master name, and the Sentinels' own TLS and login
     # (kombu and Celery pass sentinel_kwargs unchanged to the Sentinels: celery #6455, #8016).
-    sentinel = {"master_name": r.master_name, "user": d.user(host, "redis"),
+    sentinel = {"master_name": r.master_name, "user": d.user(host, "redis"), "user_quoted": quote(d.user(host, "redis")),
                 "netlocs": [_netloc(h.address, r.sentinel_port) for h in r.hosts]} if r else None
     if s.broker == "rabbitmq":
         vhost = quote(s.vhost, safe="")

@@ -756,6 +756,13 @@ CASES: list[tuple[str, Change, str, Severity]] = [
         "retry-on-startup-unset",
         Severity.LOW,
     ),
+    (
+        "sentinel_without_tls_in_sentinel_kwargs_is_critical",
+        _set(result_backend="sentinel://worker-1:pw@redis-1.example:26379/1",
+             result_backend_transport_options={"master_name": "celery", "sentinel_kwargs": {}}),
+        "sentinel-plaintext",
+        Severity.CRITICAL,
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -183,6 +184,7 @@ class Group:
     admin: str
     passwords: dict[str, str]
     tls: dict[str, str]  # a client certificate of the deployment (worker-1's)
+    inputs: dict[str, dict[str, Any]]  # each host's role inputs, as playbooks/redis.yml passes them
     configs: dict[str, dict[str, Any]]
     sources: dict[str, str]
     worker: subprocess.Popen | None = None
@@ -252,6 +254,7 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
                                           "celery_provision_key_type": "ec-p256",
                                           "celery_provision_signing_key_type": "rsa2048"})
     nodes = []
+    inputs: dict[str, dict[str, Any]] = {}
     passwords: dict[str, str] = {}
     for h in d.group("redis"):
         node = Node(h.name, h.address, tmp / h.name)
@@ -267,7 +270,8 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
                  "_redis_sentinel_pid_file": str(node.dir / "sentinel.pid"),
                  "_redis_sentinel_log_file": str(node.dir / "sentinel.log"),
                  "_redis_openssl_conf_path": str(node.dir / "openssl.cnf"), "inventory_hostname": h.name}
-        ctx = _role_context({**shared, **_inputs(model_vars, h.address, ports)}, paths)
+        inputs[h.name] = {**shared, **_inputs(model_vars, h.address, ports)}
+        ctx = _role_context(inputs[h.name], paths)
         # replication.yml: on a first deployment no Sentinel answers, the initial primary it is.
         ctx["_redis_primary_address"] = ctx["redis_replication_primary_address"]
         for template, name in (("redis.conf.j2", "redis.conf"), ("users.acl.j2", "users.acl"),
@@ -283,7 +287,7 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
     tls = {"ssl": True, "ssl_ca_certs": str(files.ca), "ssl_certfile": str(files.client_cert),
            "ssl_keyfile": str(files.client_key), "ssl_cert_reqs": "required"}
     sources = {h: render.render(d, d.host(h), controller_paths=True) for h in ("worker-1", "client-1")}
-    g = Group(tmp, nodes, port, sentinel_port, master, admin, passwords, tls,
+    g = Group(tmp, nodes, port, sentinel_port, master, admin, passwords, tls, inputs,
               {h: _celery_config(source) for h, source in sources.items()}, sources)
     try:
         for n in nodes:
@@ -439,3 +443,82 @@ def test_a_failover_keeps_celery_working(group: Group) -> None:
         assert not [d for n in survivors for d in _acl_log(group.sentinel(n.address))]
     finally:
         producer.close()
+
+
+# --------------------------------------------------------------------------- the role's tasks after the failover
+
+
+PLAY = """
+- hosts: all
+  gather_facts: false
+  handlers:
+    - name: Restart (test)
+      ansible.builtin.debug:
+        msg: a restart would run here
+  tasks:
+    - name: The role's primary lookup
+      ansible.builtin.include_role:
+        name: redis
+        tasks_from: replication
+    - name: redis.conf through the role's managed-file tasks
+      ansible.builtin.include_role:
+        name: redis
+        tasks_from: managed
+      vars:
+        _redis_managed_template: etc/redis/redis.conf.j2
+        _redis_managed_file: "{{ _redis_conf_path }}"
+        _redis_managed_notify: Restart (test)
+    - name: sentinel.conf through the role's managed-file tasks
+      ansible.builtin.include_role:
+        name: redis
+        tasks_from: managed
+      vars:
+        _redis_managed_template: etc/redis/sentinel.conf.j2
+        _redis_managed_file: "{{ _redis_sentinel_conf_path }}"
+        _redis_managed_notify: Restart (test)
+"""
+
+
+def _run_role(group: Group, node: Node, out: Path) -> int:
+    """The redis role's replication.yml and managed.yml for *node*, on this machine, writing
+    into *out*; the number of changed tasks."""
+    major = Path("/etc/debian_version").read_text().split(".")[0].strip()
+    platform: dict[str, Any] = {}
+    for name in ("Debian.yml", f"Debian-{major}.yml", "flavor-redis.yml"):
+        if (ROLE / "vars" / name).exists():
+            platform.update(_yaml(ROLE / "vars" / name))
+    host = {**platform, **group.inputs[node.name], "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable, "redis_tls_dir": str(node.dir / "tls"),
+            "redis_openssl_conf_path": str(out / "openssl.cnf"), "_redis_user": "root", "_redis_group": "root",
+            "_redis_conf_path": str(out / "redis.conf"), "_redis_sentinel_conf_path": str(out / "sentinel.conf"),
+            "_redis_pid_file": str(out / "redis.pid"), "_redis_log_file": str(out / "redis.log"),
+            "_redis_sentinel_pid_file": str(out / "sentinel.pid"),
+            "_redis_sentinel_log_file": str(out / "sentinel.log"), "_redis_data_dir": str(out),
+            "_redis_aclfile_path": str(out / "users.acl")}
+    # JSON is YAML; ansible-core's tagged strings dump as plain ones.
+    (out / "inv.yml").write_text(json.dumps({"all": {"hosts": {str(node.name): host}}}, default=str))
+    (out / "play.yml").write_text(PLAY)
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(out / "inv.yml"),
+                           str(out / "play.yml")], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env=dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    recap = proc.stdout[proc.stdout.rindex("PLAY RECAP"):]
+    return int(recap.split("changed=")[1].split()[0])
+
+
+def test_after_the_failover_the_role_points_the_old_primary_at_the_new_one_and_then_changes_nothing(
+        group: Group) -> None:
+    old = group.nodes[0]
+    (new,) = group.primaries(group.nodes[1:])  # the failover test ran before this one
+    assert new[0] != old.address
+    out = group.tmp / "role-run"
+    out.mkdir()
+    assert _run_role(group, old, out) == 4  # both files and their hashes written
+    redis_conf, sentinel_conf = (out / "redis.conf").read_text(), (out / "sentinel.conf").read_text()
+    assert f"replicaof {new[0]} {group.port}" in redis_conf.splitlines()
+    assert f"sentinel monitor {group.master} {new[0]} {group.port} 2" in sentinel_conf.splitlines()
+    # Sentinel rewrites its file (and CONFIG REWRITE the server's): the role leaves them.
+    with open(out / "sentinel.conf", "a") as f:
+        f.write(f"sentinel known-replica {group.master} {ADDRESSES[1]} {group.port}\n")
+    assert _run_role(group, old, out) == 0
+    assert (out / "sentinel.conf").read_text().endswith(f"{ADDRESSES[1]} {group.port}\n")

@@ -167,9 +167,9 @@ def example(monkeypatch: pytest.MonkeyPatch) -> model.Deployment:
     return model.load(EXAMPLE)
 
 
-def test_example_inventory_has_two_brokers_of_each_kind_workers_and_a_client(example: model.Deployment) -> None:
+def test_example_inventory_has_brokers_of_each_kind_workers_and_a_client(example: model.Deployment) -> None:
     assert len(example.group("rabbitmq")) == 2
-    assert len(example.group("redis")) == 2
+    assert len(example.group("redis")) == 3
     assert len(example.group("celery_workers")) >= 3
     assert len(example.group("celery_clients")) >= 1
 
@@ -183,8 +183,14 @@ def test_example_inventory_uses_private_addresses(example: model.Deployment) -> 
 def test_example_inventory_asks_for_clustered_rabbitmq_certificates(example: model.Deployment) -> None:
     specs = {s.name: s for s in pki.leaf_specs(example)}
     assert specs["mq-1/server"].eku == ("serverAuth", "clientAuth")
-    assert specs["redis-1/server"].eku == ("serverAuth",)
     assert "mq.internal.example.org" in specs["mq-2/server"].sans
+
+
+def test_example_inventory_replicates_its_redis_under_sentinel(example: model.Deployment) -> None:
+    r = example.replication
+    assert (r.primary.name, [h.name for h in r.replicas], r.quorum) == ("redis-1", ["redis-2", "redis-3"], 2)
+    specs = {s.name: s for s in pki.leaf_specs(example)}
+    assert specs["redis-1/server"].eku == ("serverAuth", "clientAuth")
 
 
 def test_hosts_outside_the_four_groups_are_not_part_of_the_deployment(write_inventory, basic_groups) -> None:

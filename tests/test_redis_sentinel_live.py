@@ -187,6 +187,7 @@ class Group:
     inputs: dict[str, dict[str, Any]]  # each host's role inputs, as playbooks/redis.yml passes them
     configs: dict[str, dict[str, Any]]
     sources: dict[str, str]
+    deployment: Any = None
     worker: subprocess.Popen | None = None
 
     def server(self, address: str, user: str | None = None, **extra: Any) -> Any:
@@ -288,7 +289,7 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
            "ssl_keyfile": str(files.client_key), "ssl_cert_reqs": "required"}
     sources = {h: render.render(d, d.host(h), controller_paths=True) for h in ("worker-1", "client-1")}
     g = Group(tmp, nodes, port, sentinel_port, master, admin, passwords, tls, inputs,
-              {h: _celery_config(source) for h, source in sources.items()}, sources)
+              {h: _celery_config(source) for h, source in sources.items()}, sources, d)
     try:
         for n in nodes:
             _start(n, str(n.dir / "redis.conf"), openssl_conf=n.dir / "openssl.cnf")
@@ -386,6 +387,38 @@ def test_the_sentinel_user_on_the_servers_reads_no_key(group: Group) -> None:
     for command in (("GET", "celery"), ("KEYS", "*"), ("FLUSHALL",)):
         with pytest.raises(redis.exceptions.NoPermissionError):
             sentinel.execute_command(*command)
+
+
+def test_verify_checks_every_sentinel_and_that_they_agree(group: Group) -> None:
+    from celery_provision import verify
+
+    d = group.deployment
+    checks = verify.sentinel_checks(d, d.host("client-1"))
+    failed = [c for c in checks if not c.ok]
+    assert not failed, failed
+    assert [c.target for c in checks if c.check == "client without certificate refused"] == [
+        f"sentinel redis-{i} {a}:{group.sentinel_port}" for i, a in enumerate(ADDRESSES, 1)]
+    assert checks[-1].check == "Sentinels agree on the primary"
+
+
+def test_verify_fails_when_a_sentinel_names_another_primary(group: Group) -> None:
+    from celery_provision import verify
+
+    d = group.deployment
+    stray = group.sentinel(ADDRESSES[2])
+    stray.execute_command("SENTINEL", "REMOVE", group.master)
+    try:
+        stray.execute_command("SENTINEL", "MONITOR", group.master, ADDRESSES[1], group.port, 2)
+        (agree,) = [c for c in verify.sentinel_checks(d, d.host("client-1")) if c.check.startswith("Sentinels agree")]
+        assert not agree.ok and f"{ADDRESSES[1]}:{group.port}" in agree.detail
+    finally:
+        stray.execute_command("SENTINEL", "REMOVE", group.master)
+        stray.execute_command("SENTINEL", "MONITOR", group.master, ADDRESSES[0], group.port, 2)
+        for option, value in (("auth-user", "sentinel"), ("auth-pass", group.passwords["sentinel"]),
+                              ("down-after-milliseconds", "1000"), ("failover-timeout", "5000")):
+            stray.execute_command("SENTINEL", "SET", group.master, option, value)
+        _wait(lambda: group.primaries() == {(ADDRESSES[0], group.port)} and int(
+            stray.execute_command("SENTINEL", "MASTER", group.master)[b"num-slaves"]) == 2, "the Sentinel restored")
 
 
 # --------------------------------------------------------------------------- Celery through Sentinel

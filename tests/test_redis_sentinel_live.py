@@ -348,14 +348,18 @@ def test_sentinels_and_replicas_were_refused_nothing(group: Group) -> None:
     assert not denials, "\n".join(denials)
 
 
+# One attempt: redis-py retries a refused connection three times by default.
+_ONCE = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+
+
 def test_sentinel_refuses_a_plaintext_connection(group: Group) -> None:
-    plain = redis.Redis(host=ADDRESSES[0], port=group.sentinel_port, socket_timeout=3)
+    plain = redis.Redis(host=ADDRESSES[0], port=group.sentinel_port, socket_timeout=3, retry=_ONCE)
     with pytest.raises(redis.exceptions.ConnectionError):
         plain.ping()
 
 
 def test_sentinel_refuses_a_tls_client_without_a_certificate(group: Group) -> None:
-    anonymous = redis.Redis(host=ADDRESSES[0], port=group.sentinel_port, socket_timeout=3, ssl=True,
+    anonymous = redis.Redis(host=ADDRESSES[0], port=group.sentinel_port, socket_timeout=3, ssl=True, retry=_ONCE,
                             ssl_ca_certs=group.tls["ssl_ca_certs"], ssl_cert_reqs="required",
                             username=group.admin, password=group.passwords[group.admin])
     with pytest.raises(redis.exceptions.ConnectionError):

@@ -39,11 +39,12 @@ def new_cookie() -> str:
 
 
 def wanted(d: Deployment) -> list[Credential]:
-    """Every password the deployment needs: the operators' admin users, then the workers' and
-    clients' (one per service each uses, where no x509 login replaces it)."""
+    """Every password the deployment needs: the operators' admin users, a replicated Redis's
+    own users (replication, Sentinel), then the workers' and clients' (one per service each
+    uses, where no x509 login replaces it; on Sentinel they log in with their Redis password)."""
     admins = [c for c in (d.admin("rabbitmq"), d.admin("redis")) if c]
     cookie = [COOKIE] if d.rabbitmq_cluster else []
-    return cookie + admins + [c for app in d.apps for c in d.secrets(app)]
+    return cookie + admins + d.internal_credentials() + [c for app in d.apps for c in d.secrets(app)]
 
 
 def path_for(d: Deployment, cred: Credential) -> Path:

@@ -151,6 +151,36 @@ def _redis(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, Any
         "backend": backend,
         "verify_depth": s.verify_depth,
         "allowed_sources": _sources(d, host, admitted),
+        "replication": _replication(d, host, apps, revoked),
+    }
+
+
+def _replication(d: Deployment, host: Host, apps: list[Host], revoked: Collection[str]) -> dict[str, Any] | None:
+    """A replicated Redis under Sentinel, as one of its hosts sees it; None for a lone server.
+
+    The Celery users on Sentinel are the apps' Redis users with their Redis passwords (one
+    secret per app and service), with the Sentinel client rules."""
+    r = d.replication
+    if r is None:
+        return None
+    def internal(user: str, rules: str) -> dict[str, Any]:
+        return {"user": user, "password": credentials.password(d, "redis", user), "rules": rules}
+
+    return {
+        "master_name": r.master_name,
+        "sentinel_port": r.sentinel_port,
+        "quorum": r.quorum,
+        "primary": r.primary.name,
+        "primary_address": r.primary.address,
+        "role": "primary" if host == r.primary else "replica",
+        "peers": [h.address for h in r.hosts],
+        "replication": internal(r.replication_user, acl.REPLICATION_RULES),
+        "sentinel": internal(r.sentinel_user, acl.SENTINEL_RULES),
+        "peer": internal(r.peer_user, acl.SENTINEL_PEER_RULES),
+        "sentinel_users": [_absent(d, a, "redis") if a.name in revoked else
+                           {"name": d.user(a, "redis"), "password": _password(d, a, "redis"),
+                            "rules": acl.SENTINEL_CLIENT_RULES, "state": "present"}
+                           for a in apps],
     }
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Settings",
     "Credential",
     "Endpoint",
+    "Replication",
     "Deployment",
     "load",
     "roles_dir",
@@ -51,7 +52,9 @@ PLAINTEXT_PORTS = {"rabbitmq": 5672, "redis": 6379}
 # Role variables the model needs; their one default lives in roles/<role>/defaults/main.yml.
 _ROLE_VARS = {
     "rabbitmq": ("rabbitmq_tls_port", "rabbitmq_admin_user", "rabbitmq_cluster", "rabbitmq_nodename"),
-    "redis": ("redis_tls_port", "redis_admin_user"),
+    "redis": ("redis_tls_port", "redis_admin_user", "redis_sentinel", "redis_sentinel_port",
+              "redis_sentinel_master_name", "redis_sentinel_quorum", "redis_replication_primary",
+              "redis_replication_user", "redis_sentinel_user", "redis_sentinel_peer_user"),
     "celery_worker": ("celery_worker_config_dir", "celery_worker_config_name", "celery_worker_signer_dir"),
 }
 
@@ -268,6 +271,40 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Replication:
+    """The `redis` group as one replicated Redis under Sentinel (`redis_sentinel: true`): one
+    primary (at first: `redis_replication_primary`, else the group's first host), the other
+    hosts its replicas, and a Sentinel on every host. Sentinel may promote a replica later:
+    `primary` is the initial one, what the roles configure on a first deployment."""
+
+    master_name: str
+    sentinel_port: int
+    quorum: int
+    primary: Host
+    replicas: tuple[Host, ...]
+    #: The servers' user of replicas (masteruser), Sentinel's user on the servers
+    #: (sentinel auth-user) and the Sentinels' user on each other (sentinel sentinel-user).
+    replication_user: str
+    sentinel_user: str
+    peer_user: str
+
+    @property
+    def hosts(self) -> tuple[Host, ...]:
+        """Every server and Sentinel host, the initial primary first."""
+        return (self.primary, *self.replicas)
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The internal users: replication, Sentinel on the servers, Sentinel on Sentinel."""
+        return (self.replication_user, self.sentinel_user, self.peer_user)
+
+
+#: The smallest group that Sentinel can fail over: a majority of Sentinels must authorise a
+#: failover, so two Sentinels cannot fail over the host one of them ran on.
+MIN_SENTINELS = 3
+
+
+@dataclass(frozen=True)
 class Deployment:
     """The whole deployment: hosts by name, settings, and where its state lives."""
 
@@ -414,6 +451,31 @@ class Deployment:
         """The operators' admin user of *service*, if the deployment runs it."""
         hosts = self.group(service)
         return Credential(service, str(hosts[0].var(f"{service}_admin_user"))) if hosts else None
+
+    @cached_property
+    def replication(self) -> Replication | None:
+        """The `redis` group replicated under Sentinel, or None (one server, or independent ones)."""
+        hosts = self.group("redis")
+        if not hosts or not hosts[0].var("redis_sentinel"):
+            return None
+        first = hosts[0]
+        primary_name = str(first.var("redis_replication_primary") or first.name)
+        primary = next(h for h in hosts if h.name == primary_name)  # _check_replication: a member
+        return Replication(
+            master_name=str(first.var("redis_sentinel_master_name")),
+            sentinel_port=int(first.var("redis_sentinel_port")),
+            quorum=int(first.var("redis_sentinel_quorum")) or len(hosts) // 2 + 1,
+            primary=primary,
+            replicas=tuple(h for h in hosts if h is not primary),
+            replication_user=str(first.var("redis_replication_user")),
+            sentinel_user=str(first.var("redis_sentinel_user")),
+            peer_user=str(first.var("redis_sentinel_peer_user")),
+        )
+
+    def internal_credentials(self) -> list[Credential]:
+        """The passwords of a replicated Redis's own users (replication, Sentinel)."""
+        r = self.replication
+        return [Credential("redis", u) for u in r.users] if r else []
 
     def app_files(self, host: Host, *, controller: bool = False) -> AppFiles:
         """A worker's or client's files: on its host, or (*controller*) in place on the controller."""
@@ -830,7 +892,7 @@ def _render_role_vars(defaults: Mapping[str, Any], v: _Vars) -> dict[str, Any]:
         else:
             raise v.fail(name, f"cannot template {original!r}: it refers to itself")
         out[name] = value
-    for port in ("rabbitmq_tls_port", "redis_tls_port"):
+    for port in ("rabbitmq_tls_port", "redis_tls_port", "redis_sentinel_port"):
         try:
             out[port] = int(out[port])
         except (TypeError, ValueError):
@@ -973,6 +1035,7 @@ def _check(d: Deployment) -> None:
         ports = {h.var(f"{group}_tls_port") for h in d.group(group)}
         if len(ports) > 1:
             raise ProvisionError(f"{group} hosts disagree on {group}_tls_port: {sorted(ports)}", where=where)
+    _check_replication(d)
 
 
 def _check_cluster(d: Deployment) -> None:
@@ -996,3 +1059,65 @@ def _check_cluster(d: Deployment) -> None:
                 " others are IPs or dotted names; Erlang node names of one cluster are all long or"
                 " all short: give every node an IP address or a fully qualified name",
                 where=str(d.inventory))
+
+
+#: The role variables of a replicated Redis that every host of the group must share.
+_REPLICATION_VARS = ("redis_sentinel", "redis_sentinel_port", "redis_sentinel_master_name", "redis_sentinel_quorum",
+                     "redis_replication_primary", "redis_replication_user", "redis_sentinel_user",
+                     "redis_sentinel_peer_user")
+_USER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
+
+
+def _check_replication(d: Deployment) -> None:
+    """A replicated Redis under Sentinel: one set of values for the group, enough Sentinels
+    for a quorum, a primary in the group, internal users apart from every other user."""
+    hosts = d.group("redis")
+    where = str(d.inventory)
+    if not hosts:
+        return
+    for name in _REPLICATION_VARS:
+        values = {h.name: h.var(name) for h in hosts}
+        if len({repr(v) for v in values.values()}) > 1:
+            shown = ", ".join(f"{h}={v!r}" for h, v in values.items())
+            raise ProvisionError(f"redis hosts disagree on {name} ({shown}): set it once for the group",
+                                 where=_where(hosts[-1].role_vars[name], where))
+    first = hosts[0]
+    enabled = first.var("redis_sentinel")
+    if not isinstance(enabled, bool):
+        raise ProvisionError(f"redis_sentinel: expected true or false, got {enabled!r}", where=where)
+    if not enabled:
+        return
+    if len(hosts) < MIN_SENTINELS:
+        raise ProvisionError(
+            f"redis_sentinel needs at least {MIN_SENTINELS} hosts in the group 'redis' (it has {len(hosts)}):"
+            " a majority of Sentinels must agree to fail over, which fewer cannot after losing one",
+            where=where)
+    named = [h.name for h in hosts if not is_ip(h.address)]
+    if named:
+        raise ProvisionError(
+            f"redis_sentinel: the hosts {', '.join(map(repr, named))} have no IP address (ansible_host or"
+            " celery_provision_address): Sentinel announces and compares the servers by IP", where=where)
+    quorum = first.var("redis_sentinel_quorum")
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or not 0 <= quorum <= len(hosts):
+        raise ProvisionError(f"redis_sentinel_quorum: expected 0 (a majority) to {len(hosts)}, got {quorum!r}",
+                             where=where)
+    master = first.var("redis_sentinel_master_name")
+    if not isinstance(master, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", master):
+        raise ProvisionError(f"redis_sentinel_master_name: {master!r} is not a plain name", where=where)
+    primary = first.var("redis_replication_primary")
+    if primary and primary not in {h.name for h in hosts}:
+        raise ProvisionError(f"redis_replication_primary: {primary!r} is not a host of the group 'redis'",
+                             where=where)
+    if first.var("redis_sentinel_port") == first.var("redis_tls_port"):
+        raise ProvisionError("redis_sentinel_port is redis_tls_port: Sentinel needs a port of its own", where=where)
+    r = d.replication
+    assert r is not None
+    taken = {str(first.var("redis_admin_user")).lower(): "the admin user",
+             **{h.name.lower(): f"the host {h.name!r}" for h in d.apps}, "default": "Redis's default user"}
+    for user in r.users:
+        if not _USER_NAME.match(user):
+            raise ProvisionError(f"Redis user {user!r} (replication/Sentinel) is not a plain name", where=where)
+        if user.lower() in taken:
+            raise ProvisionError(f"Redis user {user!r} (replication/Sentinel) is also {taken[user.lower()]}:"
+                                 " each needs its own user and password", where=where)
+        taken[user.lower()] = f"the Redis user {user!r}"

@@ -73,10 +73,18 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
     secret = dict(files.secrets)
 
     endpoints = d.endpoints(s.broker)
+    r = d.replication
+    # A replicated Redis: Sentinel URLs, the master name, and the Sentinels' own TLS and login
+    # (kombu and Celery pass sentinel_kwargs unchanged to the Sentinels: celery #6455, #8016).
+    sentinel = {"master_name": r.master_name, "user": d.user(host, "redis"), "user_quoted": quote(d.user(host, "redis")),
+                "netlocs": [_netloc(h.address, r.sentinel_port) for h in r.hosts]} if r else None
     if s.broker == "rabbitmq":
         vhost = quote(s.vhost, safe="")
         user = "" if s.auth == "x509" else f"{quote(d.user(host, 'rabbitmq'))}@"
         urls = [f"amqps://{user}{_netloc(e.address, e.port)}/{vhost}" for e in endpoints]
+    elif r is not None:  # every Sentinel: kombu asks them for the primary
+        urls = [f"sentinel://{quote(d.user(host, 'redis'))}@{_netloc(h.address, r.sentinel_port)}/{s.broker_db}"
+                for h in r.hosts]
     else:
         urls = [f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}/{s.broker_db}"
                 for e in endpoints]
@@ -88,6 +96,8 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         "x509": s.auth == "x509",
         "secret": secret.get(s.broker),
         "visibility_timeout": s.visibility_timeout,
+        "sentinel": sentinel if s.broker == "redis" else None,
+        "db": s.broker_db,
     }
     # An operator reads no result (its Redis user has no result rule), even where Redis is
     # its broker.
@@ -95,9 +105,14 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
                                or host.is_worker
                                or (host.is_client and s.result_backend == "rpc") else None}
     if backend["kind"] == "redis":
-        e = d.endpoints("redis")[0]  # Celery's Redis backend takes one server
-        backend["url"] = (f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}"
-                          f"/{s.backend_db}?ssl_cert_reqs=required")
+        if r is not None:
+            backend["url"] = ";".join(f"sentinel://{quote(d.user(host, 'redis'))}@{_netloc(h.address, r.sentinel_port)}"
+                                      f"/{s.backend_db}" for h in r.hosts)
+        else:
+            e = d.endpoints("redis")[0]  # Celery's Redis backend takes one server
+            backend["url"] = (f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}"
+                              f"/{s.backend_db}?ssl_cert_reqs=required")
+        backend["sentinel"] = sentinel
         backend["secret"] = secret["redis"]
     return {
         "host": host.name,

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import pki, render
+from . import credentials, pki, render
 from .errors import ProvisionError
 from .layout import AppFiles
 from .model import Deployment, Endpoint, Host
@@ -177,6 +177,52 @@ def _redis_default_refused(broker: Host, port: int, files: AppFiles, target: str
     finally:
         r.close()
     return Check("user default refused", target, False, "PING answered without authentication")
+
+
+def sentinel_checks(d: Deployment, client: Host) -> list[Check]:
+    """A replicated Redis: every Sentinel speaks mutual TLS only, answers *client*'s Sentinel
+    login (the one Celery uses), and all of them name the same primary."""
+    import redis
+
+    r = d.replication
+    if r is None:
+        return []
+    files = d.app_files(client, controller=True)
+    password = next((credentials.password(d, c.service, c.user) for c in d.secrets(client) if c.service == "redis"),
+                    None)
+    out: list[Check] = []
+    primaries: dict[str, str] = {}
+    for host in r.hosts:
+        target = f"sentinel {host.name} {host.address}:{r.sentinel_port}"
+        try:
+            _handshake(host.address, r.sentinel_port, tls_client_context(files.ca, files.client_cert, files.client_key),
+                       host.address).close()
+            out.append(Check("tls handshake (worker cert)", target, True, "verified with hostname check"))
+        except (ssl.SSLError, OSError) as exc:
+            out.append(Check("tls handshake (worker cert)", target, False, str(exc)))
+        refused, why = _probe(host.address, r.sentinel_port, tls_client_context(files.ca), host.address, _REDIS_PING)
+        out.append(Check("client without certificate refused", target, refused, why))
+        refused, why = _plaintext_refused(host.address, r.sentinel_port, _REDIS_PING)
+        out.append(Check("plaintext on the TLS port refused", target, refused, why))
+        conn = redis.Redis(host=host.address, port=r.sentinel_port, ssl=True, ssl_ca_certs=str(files.ca),
+                           ssl_certfile=str(files.client_cert), ssl_keyfile=str(files.client_key),
+                           ssl_cert_reqs="required", username=d.user(client, "redis"), password=password,
+                           socket_timeout=_TIMEOUT)
+        try:
+            masters: Any = conn.sentinel_masters()  # SENTINEL MASTERS: all Celery's user may ask
+            m = masters[r.master_name]
+            primaries[host.name] = f"{m['ip']}:{m['port']}"
+            state = "down" if m.get("is_odown") or m.get("is_sdown") else "up"
+            out.append(Check(f"names the primary of {r.master_name}", target, state == "up",
+                             f"{primaries[host.name]} ({state}, {m.get('num-slaves', '?')} replicas)"))
+        except (redis.exceptions.RedisError, OSError, KeyError) as exc:
+            out.append(Check(f"names the primary of {r.master_name}", target, False, f"{type(exc).__name__}: {exc}"))
+        finally:
+            conn.close()
+    agreed = len(set(primaries.values())) == 1 and len(primaries) == len(r.hosts)
+    out.append(Check("Sentinels agree on the primary", f"sentinel {r.master_name}", agreed,
+                     ", ".join(f"{h}: {p}" for h, p in primaries.items()) or "no Sentinel answered"))
+    return out
 
 
 # --------------------------------------------------------------------------- revoked hosts
@@ -617,6 +663,8 @@ def run(d: Deployment, *, canary: bool = True, timeout: float = 30.0,
         for endpoint in d.endpoints(kind):
             for c in _endpoint_checks(d, endpoint, client):
                 add(c)
+    for c in sentinel_checks(d, client):
+        add(c)
     add(revoked_listing(d, revoked))
     for door in doors(d, revoked, client):
         add(_door_check(d, door))

@@ -129,6 +129,8 @@ _SERIAL_GROUPS = {
     "tests/test_envelope_live.py": "envelope-live",
     # One private three-node RabbitMQ cluster per module.
     "tests/test_rabbitmq_cluster_live.py": "rabbitmq-cluster",
+    # A replicated Redis with three Sentinels per module; its failover test runs last.
+    "tests/test_redis_sentinel_live.py": "sentinel-live",
     # Network namespaces: one process, they are cheap but chatty.
     "tests/test_firewall.py": "netns",
 }

@@ -419,3 +419,27 @@ def test_select_is_granted_only_where_a_database_other_than_0_is_used() -> None:
     assert "select" not in root.commands
     assert "select" in parse(rules("operator", (), broker_db=2))[1].commands
     assert "select" in parse(CLIENT)[1].commands
+
+
+# --- a replicated Redis under Sentinel (the live proof: tests/test_redis_sentinel_live.py)
+
+
+def test_the_replication_user_reaches_no_key_and_no_channel() -> None:
+    from celery_provision.acl import REPLICATION_RULES
+
+    assert REPLICATION_RULES.split() == ["-@all", "+psync", "+replconf", "+ping"]
+
+
+def test_sentinels_users_on_the_servers_and_on_each_other_reach_only_the_hello_channel() -> None:
+    from celery_provision.acl import SENTINEL_PEER_RULES, SENTINEL_RULES
+
+    for rules in (SENTINEL_RULES, SENTINEL_PEER_RULES):
+        tokens = rules.split()
+        assert tokens[0] == "-@all" and [t for t in tokens if t[0] in "~&%"] == ["&__sentinel__:hello"]
+        assert not [t for t in tokens[1:] if not t.startswith(("+", "&"))]
+
+
+def test_a_celery_user_on_sentinel_may_only_ask_for_the_masters() -> None:
+    from celery_provision.acl import SENTINEL_CLIENT_RULES
+
+    assert SENTINEL_CLIENT_RULES == "-@all +sentinel|masters"

@@ -292,6 +292,7 @@ NOT_IN_FIXTURE = {
     "envelope-incomplete",
     "envelope-serializer",
     "envelope-allows-any-task",
+    "sentinel-plaintext",  # the fixture's backend is rediss://, not sentinel://
 }
 # Rules for producers and operators only: tests/test_audit_roles.py has them.
 NOT_FOR_WORKERS = {r.code for r in TABLE} - {r.code for r in TABLE if "worker" in r.roles}
@@ -755,6 +756,13 @@ CASES: list[tuple[str, Change, str, Severity]] = [
         "retry-on-startup-unset",
         Severity.LOW,
     ),
+    (
+        "sentinel_without_tls_in_sentinel_kwargs_is_critical",
+        _set(result_backend="sentinel://worker-1:pw@redis-1.example:26379/1",
+             result_backend_transport_options={"master_name": "celery", "sentinel_kwargs": {}}),
+        "sentinel-plaintext",
+        Severity.CRITICAL,
+    ),
 ]
 
 
@@ -1032,3 +1040,40 @@ def test_table_shows_reason_and_fix_worst_first() -> None:
 def test_every_reason_and_fix_is_one_line(insecure_files: Path) -> None:
     for finding in audit_config(load_config(str(FIXTURES / "insecure_config.py"))):
         assert "\n" not in finding.reason and "\n" not in finding.fix and finding.fix
+
+
+# --------------------------------------------------------------------------- Sentinel
+
+
+def _sentinel_settings(f: dict[str, Path], sentinel_kwargs: Any) -> dict[str, Any]:
+    """The secure settings with the result backend behind Sentinel (celery #6455, #8016)."""
+    password = f["rabbitmq_password"].read_text().strip()
+    urls = ";".join(f"sentinel://worker-1:{password}@redis-{i}.example:26379/1" for i in (1, 2, 3))
+    return secure_settings(f) | {
+        "result_backend": urls,
+        "result_backend_transport_options": {"master_name": "celery", "sentinel_kwargs": sentinel_kwargs},
+    }
+
+
+def _sentinel_tls(f: dict[str, Path]) -> dict[str, Any]:
+    return {"ssl": True, "ssl_ca_certs": str(f["ca"]), "ssl_certfile": str(f["client_cert"]),
+            "ssl_keyfile": str(f["client_key"]), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def test_sentinel_urls_with_tls_to_the_sentinels_are_not_plaintext(files: dict[str, Path]) -> None:
+    found = codes(_sentinel_settings(files, _sentinel_tls(files)))
+    assert not {"plaintext-transport", "sentinel-plaintext"} & found, found
+
+
+@pytest.mark.parametrize("sentinel_kwargs", [None, {}, {"ssl_cert_reqs": ssl.CERT_REQUIRED}, {"ssl": False}],
+                         ids=["unset", "empty", "no-ssl-flag", "ssl-false"])
+def test_sentinel_without_tls_in_sentinel_kwargs_is_critical(files: dict[str, Path], sentinel_kwargs: Any) -> None:
+    (finding,) = only(_sentinel_settings(files, sentinel_kwargs), "sentinel-plaintext")
+    assert finding.severity == Severity.CRITICAL
+    assert finding.setting == "result_backend_transport_options"
+
+
+def test_sentinel_with_unverified_tls_in_sentinel_kwargs_is_flagged(files: dict[str, Path]) -> None:
+    kwargs = _sentinel_tls(files) | {"ssl_cert_reqs": ssl.CERT_NONE}
+    found = codes(_sentinel_settings(files, kwargs))
+    assert "sentinel-plaintext" not in found and found - {"results-unsigned"} == {"tls-verification-disabled"}, found

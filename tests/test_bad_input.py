@@ -198,6 +198,13 @@ CASES = [
     _case("broker-unknown", lambda e: e.set_vars(celery_provision_broker="kafka"), "celery_provision_broker", "'kafka'"),
     _case("backend-unknown", lambda e: e.set_vars(celery_provision_result_backend="mongodb"), "celery_provision_result_backend"),
     _case("auth-unknown", lambda e: e.set_vars(celery_provision_auth="ldap"), "celery_provision_auth", "'ldap'"),
+    # ---- a replicated Redis under Sentinel
+    _case("sentinel-two-hosts", lambda e: e.set_groups(_groups(redis={
+        f"redis-{i}": {"ansible_host": f"127.0.0.{i + 1}", "redis_sentinel": True} for i in (1, 2)})),
+        "redis_sentinel", "at least 3 hosts"),
+    _case("sentinel-string", lambda e: e.set_vars(redis_sentinel="yes"), "redis_sentinel", "true or false"),
+    _case("sentinel-port-string", lambda e: e.set_vars(redis_sentinel_port="sentinel"), "redis_sentinel_port",
+          "port number"),
     _case("x509-with-redis-broker", lambda e: e.set_vars(celery_provision_auth="x509", celery_provision_broker="redis"), "x509"),
     _case("delivery-unknown", lambda e: e.set_vars(celery_provision_delivery="exactly_once"), "celery_provision_delivery"),
     _case("vhost-empty", lambda e: e.set_vars(celery_provision_vhost=""), "celery_provision_vhost"),

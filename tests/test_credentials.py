@@ -46,3 +46,18 @@ def test_independent_brokers_get_no_erlang_cookie_from_the_controller(inventory)
     d = model.load(inventory)
     credentials.ensure(d)
     assert not credentials.path_for(d, credentials.COOKIE).exists()
+
+
+def test_a_replicated_redis_gets_its_replication_and_sentinel_passwords_once(write_inventory, basic_groups) -> None:  # noqa: ANN001
+    import stat
+
+    from celery_provision import model
+
+    basic_groups["redis"] = {f"redis-{i}": {"ansible_host": f"127.0.1.{i}", "redis_sentinel": True} for i in (1, 2, 3)}
+    d = model.load(write_inventory(basic_groups))
+    created = {c.user for c in credentials.ensure(d) if c.service == "redis"}
+    assert {"replica", "sentinel", "sentinel-peer"} <= created
+    path = credentials.path_for(d, model.Credential("redis", "replica"))
+    before = path.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert credentials.ensure(d) == [] and path.read_bytes() == before

@@ -167,9 +167,10 @@ def example(monkeypatch: pytest.MonkeyPatch) -> model.Deployment:
     return model.load(EXAMPLE)
 
 
-def test_example_inventory_has_a_three_node_cluster_two_redis_workers_and_a_client(example: model.Deployment) -> None:
+def test_example_inventory_has_a_three_node_cluster_a_replicated_redis_workers_and_a_client(
+        example: model.Deployment) -> None:
     assert len(example.group("rabbitmq")) == 3 and example.rabbitmq_cluster
-    assert len(example.group("redis")) == 2
+    assert len(example.group("redis")) == 3 and example.replication is not None
     assert len(example.group("celery_workers")) >= 3
     assert len(example.group("celery_clients")) >= 1
 
@@ -183,8 +184,14 @@ def test_example_inventory_uses_private_addresses(example: model.Deployment) -> 
 def test_example_inventory_asks_for_clustered_rabbitmq_certificates(example: model.Deployment) -> None:
     specs = {s.name: s for s in pki.leaf_specs(example)}
     assert specs["mq-1/server"].eku == ("serverAuth", "clientAuth")
-    assert specs["redis-1/server"].eku == ("serverAuth",)
     assert "mq.internal.example.org" in specs["mq-2/server"].sans
+
+
+def test_example_inventory_replicates_its_redis_under_sentinel(example: model.Deployment) -> None:
+    r = example.replication
+    assert (r.primary.name, [h.name for h in r.replicas], r.quorum) == ("redis-1", ["redis-2", "redis-3"], 2)
+    specs = {s.name: s for s in pki.leaf_specs(example)}
+    assert specs["redis-1/server"].eku == ("serverAuth", "clientAuth")
 
 
 def test_hosts_outside_the_four_groups_are_not_part_of_the_deployment(write_inventory, basic_groups) -> None:
@@ -313,3 +320,100 @@ def test_cluster_nodes_certificates_serve_and_authenticate_with_per_host_names(w
 def test_independent_brokers_get_server_auth_only(write_inventory, basic_groups) -> None:  # noqa: ANN001
     d = model.load(write_inventory(_three_rabbitmq(basic_groups)))
     assert {s.eku for s in pki.leaf_specs(d) if s.host.startswith("rabbitmq-")} == {("serverAuth",)}
+
+
+# --------------------------------------------------------------------------- Redis replication + Sentinel
+
+
+def _replicated(groups: dict, n: int = 3, **extra: object) -> dict:
+    """The `redis` group as *n* hosts of one replicated Redis under Sentinel."""
+    groups["redis"] = {f"redis-{i}": {"ansible_host": f"127.0.1.{i}", "redis_sentinel": True, **extra}
+                       for i in range(1, n + 1)}
+    return groups
+
+
+def test_without_redis_sentinel_the_redis_hosts_are_not_replicated(inventory) -> None:
+    assert model.load(inventory).replication is None
+
+
+def test_the_first_redis_host_is_the_initial_primary_the_others_its_replicas(write_inventory, basic_groups) -> None:
+    r = model.load(write_inventory(_replicated(basic_groups))).replication
+    assert (r.primary.name, [h.name for h in r.replicas]) == ("redis-1", ["redis-2", "redis-3"])
+
+
+def test_a_host_var_names_another_initial_primary(write_inventory, basic_groups) -> None:
+    r = model.load(write_inventory(_replicated(basic_groups, redis_replication_primary="redis-3"))).replication
+    assert (r.primary.name, [h.name for h in r.hosts]) == ("redis-3", ["redis-3", "redis-1", "redis-2"])
+
+
+def test_sentinel_defaults_come_from_the_role(write_inventory, basic_groups) -> None:
+    r = model.load(write_inventory(_replicated(basic_groups))).replication
+    assert (r.master_name, r.sentinel_port, r.users) == ("celery", 26379, ("replica", "sentinel", "sentinel-peer"))
+
+
+@pytest.mark.parametrize(("hosts", "quorum"), [(3, 2), (4, 3), (5, 3)])
+def test_the_default_quorum_is_a_majority_of_the_sentinels(write_inventory, basic_groups, hosts, quorum) -> None:
+    assert model.load(write_inventory(_replicated(basic_groups, hosts))).replication.quorum == quorum
+
+
+def test_an_explicit_quorum_is_kept(write_inventory, basic_groups) -> None:
+    assert model.load(write_inventory(_replicated(basic_groups, 5, redis_sentinel_quorum=4))).replication.quorum == 4
+
+
+@pytest.mark.parametrize("hosts", [1, 2])
+def test_sentinel_with_fewer_than_three_hosts_is_refused(write_inventory, basic_groups, hosts) -> None:
+    with pytest.raises(ProvisionError, match="at least 3 hosts in the group 'redis'"):
+        model.load(write_inventory(_replicated(basic_groups, hosts)))
+
+
+def test_a_quorum_above_the_number_of_sentinels_is_refused(write_inventory, basic_groups) -> None:
+    with pytest.raises(ProvisionError, match="redis_sentinel_quorum: expected 0 .* to 3, got 4"):
+        model.load(write_inventory(_replicated(basic_groups, redis_sentinel_quorum=4)))
+
+
+@pytest.mark.parametrize(("name", "value"), [("redis_sentinel", False), ("redis_sentinel_port", 26380),
+                                             ("redis_sentinel_master_name", "other")])
+def test_redis_hosts_disagreeing_on_a_replication_setting_are_refused(write_inventory, basic_groups, name,
+                                                                       value) -> None:
+    groups = _replicated(basic_groups)
+    groups["redis"]["redis-2"][name] = value
+    with pytest.raises(ProvisionError, match=f"redis hosts disagree on {name} .*set it once for the group"):
+        model.load(write_inventory(groups))
+
+
+def test_an_initial_primary_outside_the_group_is_refused(write_inventory, basic_groups) -> None:
+    with pytest.raises(ProvisionError, match="redis_replication_primary: 'worker-1' is not a host of the group"):
+        model.load(write_inventory(_replicated(basic_groups, redis_replication_primary="worker-1")))
+
+
+def test_an_internal_redis_user_named_like_an_app_host_is_refused(write_inventory, basic_groups) -> None:
+    with pytest.raises(ProvisionError, match="Redis user 'worker-1' .* is also the host 'worker-1'"):
+        model.load(write_inventory(_replicated(basic_groups, redis_replication_user="worker-1")))
+
+
+def test_two_internal_redis_users_of_one_name_are_refused(write_inventory, basic_groups) -> None:
+    with pytest.raises(ProvisionError, match="Redis user 'sentinel' .* is also the Redis user 'sentinel'"):
+        model.load(write_inventory(_replicated(basic_groups, redis_sentinel_peer_user="sentinel")))
+
+
+def test_sentinel_on_the_redis_tls_port_is_refused(write_inventory, basic_groups) -> None:
+    with pytest.raises(ProvisionError, match="Sentinel needs a port of its own"):
+        model.load(write_inventory(_replicated(basic_groups, redis_sentinel_port=6380)))
+
+
+def test_replicated_redis_servers_get_client_auth_too(write_inventory, basic_groups) -> None:
+    d = model.load(write_inventory(_replicated(basic_groups)))
+    ekus = {s.host: s.eku for s in pki.leaves.leaf_specs(d) if s.kind == "server"}
+    assert ekus == {"rabbitmq-1": ("serverAuth",), **{f"redis-{i}": ("serverAuth", "clientAuth") for i in (1, 2, 3)}}
+
+
+def test_a_lone_redis_server_keeps_server_auth_only(inventory) -> None:
+    ekus = {s.host: s.eku for s in pki.leaves.leaf_specs(model.load(inventory)) if s.kind == "server"}
+    assert ekus["redis-1"] == ("serverAuth",)
+
+
+def test_a_replicated_redis_host_without_an_ip_address_is_refused(write_inventory, basic_groups) -> None:
+    groups = _replicated(basic_groups)
+    groups["redis"]["redis-2"]["ansible_host"] = "cache-2.example.com"
+    with pytest.raises(ProvisionError, match="'redis-2' have no IP address"):
+        model.load(write_inventory(groups))

@@ -401,3 +401,51 @@ def test_an_operator_config_has_the_broker_and_signing_but_no_results_or_queues(
     assert "broker_url" in names and names[runtime.CONFIG]["signer"] == "ops-1"
     assert (names["task_serializer"], names[runtime.CONFIG]["allowed"]) == ("celery-provision-json", {})
     assert "result_backend" not in names and "task_queues" not in names and "redis_password" not in names
+
+
+# --------------------------------------------------------------------------- Redis under Sentinel
+
+
+def _sentinel_deployment(write_inventory: Any, basic_groups: dict, broker: str = "redis") -> model.Deployment:
+    basic_groups["redis"] = {f"redis-{i}": {"ansible_host": f"127.0.1.{i}", "redis_sentinel": True} for i in (1, 2, 3)}
+    return _ready(write_inventory(basic_groups, {"celery_provision_broker": broker}))
+
+
+def test_a_sentinel_broker_names_every_sentinel_with_the_password_in_each_url(write_inventory: Any, basic_groups: dict,
+                                                                            tmp_path: Path) -> None:
+    d = _sentinel_deployment(write_inventory, basic_groups)
+    conf = _app(d, "worker-1", tmp_path).conf
+    password = credentials.password(d, "redis", "worker-1")
+    assert conf.broker_url.split(";") == [f"sentinel://worker-1:{password}@127.0.1.{i}:26379/0" for i in (1, 2, 3)]
+    assert conf.broker_transport_options["master_name"] == "celery"
+    assert password not in render.render(d, d.host("worker-1"), controller_paths=True)
+
+
+def test_a_sentinel_backend_names_every_sentinel(write_inventory: Any, basic_groups: dict, tmp_path: Path) -> None:
+    conf = _app(_sentinel_deployment(write_inventory, basic_groups, "rabbitmq"), "worker-1", tmp_path).conf
+    assert conf.result_backend == ";".join(f"sentinel://worker-1@127.0.1.{i}:26379/1" for i in (1, 2, 3))
+    assert conf.result_backend_transport_options["master_name"] == "celery"
+    assert conf.redis_backend_use_ssl["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize("setting", ["broker_transport_options", "result_backend_transport_options"])
+def test_sentinel_kwargs_carry_tls_the_client_certificate_and_the_sentinel_login(write_inventory: Any,
+                                                                                basic_groups: dict, tmp_path: Path,
+                                                                                setting: str) -> None:
+    d = _sentinel_deployment(write_inventory, basic_groups)
+    kwargs = _app(d, "client-1", tmp_path).conf[setting]["sentinel_kwargs"]
+    files = d.app_files(d.host("client-1"), controller=True)
+    assert (kwargs["ssl"], kwargs["ssl_cert_reqs"]) == (True, ssl.CERT_REQUIRED)
+    assert (kwargs["ssl_ca_certs"], kwargs["ssl_certfile"], kwargs["ssl_keyfile"]) == (
+        str(files.ca), str(files.client_cert), str(files.client_key))
+    assert (kwargs["username"], kwargs["password"]) == ("client-1", credentials.password(d, "redis", "client-1"))
+
+
+@pytest.mark.parametrize("host", ["worker-1", "client-1"])
+def test_a_rendered_sentinel_config_audits_clean(write_inventory: Any, basic_groups: dict, tmp_path: Path,
+                                                 host: str) -> None:
+    d = _sentinel_deployment(write_inventory, basic_groups)
+    path = render.write_all(d, tmp_path / "out", hosts=[host], controller_paths=True)[0][0]
+    role = d.host(host).role
+    findings = audit.audit_config(audit.load_config(str(path)), role=role)
+    assert audit.exit_status(findings, audit.Severity.LOW) == 0, audit.format_table(findings)

@@ -6,6 +6,13 @@ reason behind every entry is in roles/rabbitmq/README.md and roles/redis/README.
 """
 
 from .rabbitmq import TASK_EXCHANGE, rabbitmq_permissions
-from .redis import redis_acl_rules
+from .redis import (
+                    REPLICATION_RULES,
+                    SENTINEL_CLIENT_RULES,
+                    SENTINEL_PEER_RULES,
+                    SENTINEL_RULES,
+                    redis_acl_rules,
+)
 
-__all__ = ["TASK_EXCHANGE", "rabbitmq_permissions", "redis_acl_rules"]
+__all__ = ["TASK_EXCHANGE", "rabbitmq_permissions", "redis_acl_rules", "REPLICATION_RULES", "SENTINEL_RULES",
+           "SENTINEL_PEER_RULES", "SENTINEL_CLIENT_RULES"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ..runtime.envelope import DONE_PREFIX
 
-__all__ = ["redis_acl_rules"]
+__all__ = ["redis_acl_rules", "REPLICATION_RULES", "SENTINEL_RULES", "SENTINEL_PEER_RULES", "SENTINEL_CLIENT_RULES"]
 
 
 # What Celery 5.7 / kombu 5.7 / redis-py 8.1 really send to Redis 7.0, per role (seen with
@@ -216,3 +216,24 @@ def redis_acl_rules(role: str, queues: Sequence[str], *, task_queues: Sequence[s
         root.update(dict.fromkeys(_ROOT_BACKEND[role]))
         selectors += _BACKEND[role]
     return " ".join(["-@all", *(f"+{c}" for c in root), *(_render(s) for s in selectors)])
+
+
+# --- a replicated Redis under Sentinel (redis_sentinel): its own users, on the servers and on
+# Sentinel. Seen with real replicas and Sentinels over TLS (tests/test_redis_sentinel_live.py),
+# whose ACL logs stay empty; roles/redis/README.md gives the reasons.
+
+#: A replica on its primary (masteruser): the replication handshake and stream, nothing else:
+#: no key may be read or written through it (Redis's ACL docs).
+REPLICATION_RULES = "-@all +psync +replconf +ping"
+#: Sentinel on the servers (sentinel auth-user): Redis's documented least-privilege set, with
+#: the one channel Sentinels announce themselves on (channels are reset since Redis 7.0).
+SENTINEL_RULES = ("-@all +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info"
+                  " +client|setname +client|kill +script|kill &__sentinel__:hello")
+#: A Sentinel on its peers (sentinel sentinel-user): pings, hello messages and the votes of a
+#: failover (SENTINEL IS-MASTER-DOWN-BY-ADDR).
+SENTINEL_PEER_RULES = ("-@all +ping +publish +client|setname +sentinel|is-master-down-by-addr"
+                       " &__sentinel__:hello")
+#: A Celery worker, producer or operator on Sentinel: where is the primary. redis-py asks
+#: SENTINEL MASTERS only (kombu's transport and Celery's backend through it; seen through a
+#: failover with an empty ACL log): no PING, no SET, REMOVE, RESET, FAILOVER or CONFIG.
+SENTINEL_CLIENT_RULES = "-@all +sentinel|masters"

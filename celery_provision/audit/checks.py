@@ -164,6 +164,7 @@ class _Audit:
         self.eff: ChainMap[str, Any] = ChainMap(self.set, unknown_values, DEFAULTS)
         self.findings: list[Finding] = []
         self._literals: set[str] | None = None
+        self._sentinel_checked: set[str] = set()
         self._spellings: list[tuple[str, str, bool]] = []  # (setting, style, in a URL)
 
     def flag(self, key: str, setting: str, /, **fields: Any) -> None:
@@ -515,6 +516,8 @@ class _Audit:
             )
         elif scheme in _REDIS_SCHEMES or scheme == "rediss":
             self.check_credentials(setting, url, "redis", user, password)
+            if scheme == "sentinel":
+                self.check_sentinel(setting, backend=backend)
             if tls_unknown:
                 return
             dict_ssl = use_ssl if isinstance(use_ssl, Mapping) and use_ssl else None
@@ -544,6 +547,24 @@ class _Audit:
                 else f"the {scheme or 'unknown'}:// transport"
             )
             self.flag("unchecked-transport", setting, url=shown, what=what)
+
+    def check_sentinel(self, setting: str, *, backend: bool) -> None:
+        """sentinel:// URLs: the Sentinels are reached with `sentinel_kwargs` alone (kombu and
+        Celery pass it unchanged; the master's TLS options do not reach them: celery #6455,
+        #8016). Without TLS there, the Sentinel login and the primary's address go in clear."""
+        options_setting = "result_backend_transport_options" if backend else "broker_transport_options"
+        if options_setting in self._sentinel_checked or self.unknown_value(options_setting):
+            return
+        self._sentinel_checked.add(options_setting)
+        options = self.eff.get(options_setting)
+        kwargs = options.get("sentinel_kwargs") if isinstance(options, Mapping) else None
+        if isinstance(kwargs, (Unresolved, Partial)):
+            return
+        if not isinstance(kwargs, Mapping) or kwargs.get("ssl") is not True:
+            self.flag("sentinel-plaintext", options_setting, url_setting=self.name(setting),
+                      options=self.name(options_setting))
+            return
+        self.check_tls(_Tls(options_setting, "redis", kwargs))
 
     def check_credentials(
         self, setting: str, url: str, family: str, user: str | None, password: str | None

@@ -289,6 +289,14 @@ TABLE: tuple[Rule, ...] = (
         variant="redis-use-ssl-true",
     ),
     Rule(
+        "sentinel-plaintext", _CRIT, "sentinel:// without TLS to the Sentinels",
+        "{url_setting} asks the Sentinels without TLS: its sentinel_kwargs has no ssl=True (the master's "
+        "TLS options never reach the Sentinels: celery #6455, #8016), so the Sentinel login and "
+        "the primary's address cross the network in clear and a forged answer redirects Celery",
+        "set sentinel_kwargs in {options} to ssl=True, ssl_cert_reqs=ssl.CERT_REQUIRED, "
+        "ssl_ca_certs, ssl_certfile, ssl_keyfile and the Sentinel user's username/password",
+    ),
+    Rule(
         "rediss-unverified", _CRIT, "rediss:// broker with no TLS options: kombu uses CERT_NONE",
         "{url} without {ssl_setting}: kombu silently falls back to ssl_cert_reqs=CERT_NONE",
         "set {ssl_setting} with ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs, ssl_certfile, "

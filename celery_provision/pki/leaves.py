@@ -55,12 +55,15 @@ def leaf_specs(d: Deployment) -> list[LeafSpec]:
     """The leaf certificates the deployment needs, in a stable order."""
     s = d.settings
     clustered = d.rabbitmq_cluster
+    # A replica is a TLS client of its primary, a Sentinel of the servers and of its peers.
+    replicated = d.replication is not None
     specs: list[LeafSpec] = []
     for h in d.hosts.values():
         if h.is_broker:
             # Inter-node TLS makes a clustered RabbitMQ node a TLS client of its peers (and of
             # its own CLI tools' nodes) too; independent brokers in a failover list only serve.
-            eku = ("serverAuth", "clientAuth") if (h.is_rabbitmq and clustered) else ("serverAuth",)
+            both = (h.is_rabbitmq and clustered) or (h.is_redis and replicated)
+            eku = ("serverAuth", "clientAuth") if both else ("serverAuth",)
             services = [d.service_name(g) for g in ("rabbitmq", "redis") if g in h.groups]
             sans = tuple(dict.fromkeys([*h.sans, *(n for n in services if n)]))
             specs.append(LeafSpec(h.name, "server", s.key_type, sans, eku, s.leaf_days))

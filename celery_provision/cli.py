@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -135,15 +136,18 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 # --------------------------------------------------------------------------- the rest
 
 
-def cmd_credentials(args: argparse.Namespace) -> int:
+def _ensure_credentials(d: Any) -> None:
     from . import credentials
 
-    d = _deployment(args)
     created = credentials.ensure(d)
     for c in created:
         print(f"  created  {c.service}/{c.user}")
     total = len(credentials.wanted(d))
     print(f"credentials: {len(created)} created, {total - len(created)} unchanged")
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    _ensure_credentials(_deployment(args))
     return 0
 
 
@@ -151,6 +155,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from . import export
 
     print(json.dumps(export.export(_deployment(args)), indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """`certs issue`, `credentials` and `export` from one inventory load: the reports of the first
+    two on stderr, the model on stdout (site.yml's controller play makes one call, not three)."""
+    from . import export, pki
+
+    d = _deployment(args)
+    with contextlib.redirect_stdout(sys.stderr):
+        _print_report(pki.issue(d, progress=_progress()))
+        _ensure_credentials(d)
+    print(json.dumps(export.export(d), indent=1, sort_keys=True))
     return 0
 
 
@@ -263,6 +280,9 @@ def _parser() -> argparse.ArgumentParser:
         pki_dir=False).set_defaults(func=cmd_credentials)
     inv(sub.add_parser("export", help="print every host's role variables as JSON (contains secrets)")
         ).set_defaults(func=cmd_export)
+    inv(sub.add_parser("prepare", help="certs issue, credentials and export in one call: the reports on "
+                                       "stderr, the model (JSON, contains secrets) on stdout")
+        ).set_defaults(func=cmd_prepare)
     sp = inv(sub.add_parser("render", help="render each worker's and client's Celery configuration"),
              pki_dir=True)
     sp.add_argument("--host", action="append", help="only this host (repeatable)")

@@ -156,6 +156,28 @@ def test_credentials_are_created_once_as_0600_files(cli, inventory: Path) -> Non
     assert {p: p.read_bytes() for p in files} == before
 
 
+def test_prepare_issues_creates_and_prints_the_model_that_export_prints(cli, inventory: Path) -> None:  # noqa: ANN001
+    """site.yml's controller play makes this one call instead of issue, credentials and export."""
+    result = cli("prepare", "-i", inventory)
+    assert result.code == 0, result.err
+    assert "issued  worker-1/client" in result.err and "certs: 7 issued" in result.err
+    assert "created  rabbitmq/" in result.err
+    assert result.out == cli("export", "-i", inventory).out  # stdout is the model alone
+
+
+def test_a_second_prepare_reports_nothing_to_do_and_nothing_created(cli, inventory: Path) -> None:  # noqa: ANN001
+    assert cli("prepare", "-i", inventory).code == 0
+    again = cli("prepare", "-i", inventory)
+    assert "certs: nothing to do" in again.err and "credentials: 0 created" in again.err  # controller.yml
+
+
+def test_prepare_with_a_broken_inventory_is_one_line_and_prints_no_model(cli, inventory: Path) -> None:  # noqa: ANN001
+    (inventory / "hosts.yml").write_text("all:\n  children: [unclosed\n")
+    result = cli("prepare", "-i", inventory)
+    assert_one_line_error(result, "hosts.yml:", "not a valid inventory")
+    assert result.out == ""
+
+
 def test_export_prints_every_host_with_its_tls_paths(cli, inventory: Path, issued: Layout) -> None:  # noqa: ANN001
     cli("credentials", "-i", inventory)
     result = cli("export", "-i", inventory)

@@ -4,6 +4,7 @@ followed, for the overlap window after a rotation, by the one it replaced."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -54,6 +55,14 @@ def _overlap(entry: dict[str, Any], revoked: set[str], now: dt.datetime,
     return str(previous["pem"]).encode(), None
 
 
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at *path* exists and holds exactly *data*."""
+    try:
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
 def sync_signers(d: Deployment, state: State, *, now: dt.datetime | None = None,
                  report: Report | None = None) -> None:
     """Make the store hold exactly the current, unrevoked signing certificates (none of a revoked
@@ -73,22 +82,23 @@ def sync_signers(d: Deployment, state: State, *, now: dt.datetime | None = None,
         host, kind = name.split("/")
         if kind != "signing" or host not in d.hosts or host in barred or entry["serial"] in revoked:
             continue
-        source = layout.cert(host, "signing")
-        if not source.exists():
+        try:  # one open per file, no stat before it: 10,000 workers, 20,000 files
+            current = layout.cert(host, "signing").read_bytes()
+        except FileNotFoundError:
             wanted[host] = None
             continue
         serial = entry.get("previous", {}).get("serial")
         previous, why = _overlap(entry, revoked, now, window)
         if why and report is not None:
             report.add("retired", name, f"previous certificate {serial} left the signer store ({why})")
-        wanted[host] = source.read_bytes() + previous
+        wanted[host] = current + previous
     if layout.signers_dir.exists():
         for path in layout.signers_dir.glob("*.pem"):
             if path.stem not in wanted:
                 path.unlink()
     for host, data in wanted.items():
         target = layout.signer(host)
-        if data is None or (target.exists() and target.read_bytes() == data):
+        if data is None or _holds(target, data):
             continue
         private_dir(layout.signers_dir)
         write_atomic(target, data, 0o644)

@@ -83,15 +83,18 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 
 def _filters() -> dict[str, Any]:
-    """Ansible's core filters and the tls_policy role's, as the role's templates use them."""
+    """Ansible's core filters and those of the roles the redis role depends on (tls_policy,
+    package_query), as the role's templates and variables use them."""
     from ansible.plugins.filter.core import FilterModule as Core
 
-    spec = importlib.util.spec_from_file_location(
-        "tls_policy_filters", REPO / "roles" / "tls_policy" / "filter_plugins" / "tls_policy.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    filters = {**Core().filters(), **module.FilterModule().filters()}
+    filters = dict(Core().filters())
+    for role in ("tls_policy", "package_query"):
+        spec = importlib.util.spec_from_file_location(
+            f"{role}_filters", REPO / "roles" / role / "filter_plugins" / f"{role}.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        filters.update(module.FilterModule().filters())
     filters["hash"] = lambda value, kind="sha1": hashlib.new(kind, str(value).encode()).hexdigest()
     return filters
 

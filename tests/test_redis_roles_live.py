@@ -35,6 +35,7 @@ from typing import Any
 import jinja2
 import pytest
 import redislive
+import yaml
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -147,6 +148,7 @@ def _acl_file(users: list[dict[str, Any]], admin: str, admin_password: str) -> s
     env.filters["regex_replace"] = regex_replace
     return env.from_string(ACL_TEMPLATE.read_text()).render(
         redis_users=users, redis_admin_user=admin, redis_admin_password=admin_password,
+        redis_sentinel=yaml.safe_load((ACL_TEMPLATE.parents[3] / "defaults" / "main.yml").read_text())["redis_sentinel"],
         _redis_acl_connect_commands=platform_var("redis", "_redis_acl_connect_commands"))
 
 

@@ -6,11 +6,11 @@ suite runs), so the reading of the answer is checked against dpkg's real output.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
+import livekit
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
@@ -21,11 +21,7 @@ INSTALLING_ROLES = ["celery_worker", "firewall", "rabbitmq", "redis"]
 
 
 def _filters():
-    path = ROLES_DIR / "package_query" / "filter_plugins" / "package_query.py"
-    spec = importlib.util.spec_from_file_location("package_query_filters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()
+    return livekit.role_filters("package_query")
 
 
 FILTERS = _filters()

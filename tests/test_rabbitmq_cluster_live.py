@@ -22,12 +22,12 @@ import ssl
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import livekit
 import pytest
 import rabbitnode
 import yaml
@@ -99,18 +99,10 @@ def _tls_dir(d: model.Deployment, host: str, base: Path) -> Path:
 
 
 def _start_worker(live: Live) -> subprocess.Popen[bytes]:
-    log = live.dir / "worker.log"
-    proc = subprocess.Popen(
+    return livekit.start_worker(
         [str(BIN / "celery"), "-A", "rabbitlive_app", "worker", "-Q", "celery", "--hostname", "worker-1@%h",
          "-c", "1", "--without-mingle", "--without-gossip", "--loglevel", "info"],
-        env=live.env("worker-1"), cwd=live.dir, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while " ready." not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-    return proc
+        live.env("worker-1"), live.dir, live.dir / "worker.log")
 
 
 @pytest.fixture(scope="module")

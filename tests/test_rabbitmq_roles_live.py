@@ -16,12 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import livekit
 import pytest
 import rabbitnode
 import yaml
@@ -104,18 +104,10 @@ def _inventory(base: Path, backend: str) -> Path:
 
 def _start_worker(stack: Stack) -> subprocess.Popen[bytes]:
     # The worker's command line as roles/celery_worker renders it (remote control is on here).
-    log = stack.dir / "worker.log"
-    proc = subprocess.Popen(
+    return livekit.start_worker(
         [str(BIN / "celery"), "-A", "rabbitlive_app", "worker", "-Q", ",".join(QUEUES["worker-1"]),
          "--hostname", "worker-1@%h", "-c", "1", "--without-mingle", "--without-gossip", "--loglevel", "info"],
-        env=stack.env("worker-1"), cwd=stack.dir, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 40
-    while " ready." not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.2)
-    return proc
+        stack.env("worker-1"), stack.dir, stack.dir / "worker.log", timeout=40)
 
 
 def _stack(node: rabbitnode.RabbitNode, base: Path, backend: str, queue_type: str = "classic") -> Iterator[Stack]:

@@ -16,7 +16,6 @@ The failover test kills the primary and runs last.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Any
 
 import jinja2
 import jinja2.nativetypes
+import livekit
 import pytest
 import redislive
 import yaml
@@ -87,14 +87,7 @@ def _filters() -> dict[str, Any]:
     package_query), as the role's templates and variables use them."""
     from ansible.plugins.filter.core import FilterModule as Core
 
-    filters = dict(Core().filters())
-    for role in ("tls_policy", "package_query"):
-        spec = importlib.util.spec_from_file_location(
-            f"{role}_filters", REPO / "roles" / role / "filter_plugins" / f"{role}.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        filters.update(module.FilterModule().filters())
+    filters = {**Core().filters(), **livekit.role_filters("tls_policy", "package_query")}
     filters["hash"] = lambda value, kind="sha1": hashlib.new(kind, str(value).encode()).hexdigest()
     return filters
 

@@ -12,7 +12,6 @@ Static checks only: nothing here runs Ansible against a host.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import livekit
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
@@ -70,11 +70,7 @@ def _templated(value: Any) -> bool:
 
 
 def _filters():
-    path = ROLES_DIR / "tls_policy" / "filter_plugins" / "tls_policy.py"
-    spec = importlib.util.spec_from_file_location("tls_policy_filters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()
+    return livekit.role_filters("tls_policy")
 
 
 def _text_files(*roots: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["role_filters", "start_worker"]
+__all__ = ["role_filters", "start_worker", "stop_worker"]
 
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 
@@ -42,3 +42,13 @@ def start_worker(argv: Sequence[str], env: Mapping[str, str], cwd: str | os.Path
             pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.2)
     return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """TERM, and KILL if the worker has not exited within *timeout* seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -128,12 +128,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         try:
             yield live
         finally:
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            livekit.stop_worker(worker)
 
 
 # --- the cluster -------------------------------------------------------------------------------

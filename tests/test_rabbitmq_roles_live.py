@@ -126,12 +126,7 @@ def _stack(node: rabbitnode.RabbitNode, base: Path, backend: str, queue_type: st
     node.load_users(users, vhost=s.vhost)
     worker = _start_worker(s)
     yield s
-    worker.terminate()
-    try:
-        worker.wait(20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+    livekit.stop_worker(worker)
 
 
 @pytest.fixture(scope="module")

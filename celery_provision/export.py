@@ -208,7 +208,8 @@ def _host_vars(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str,
 def _celery(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, Any]:
     """A worker's or client's files: each with its controller source and name on the host;
     for a revoked host only that it is revoked (no configuration or files). The signer
-    certificates, the same for every host, are the export's top-level `signers`."""
+    certificates and the trust policy, the same for every host, are the export's top-level
+    `signers` and `policy`."""
     if host.name in revoked:
         return {"revoked": True, "worker": host.is_worker, "role": host.role}
     there = d.host_layout(host)
@@ -218,6 +219,7 @@ def _celery(d: Deployment, host: Host, revoked: Collection[str]) -> dict[str, An
         "config_dir": str(there.config_dir),
         "config_name": there.config.name,
         "signer_dir": str(there.signer_store),
+        "policy_file": str(there.policy),
         "config": render.render(d, host),
         "files": [{"name": f.name, "src": f.src, "secret": f.secret} for f in render.host_files(d, host)],
         "canary_src": canary.__file__,
@@ -247,6 +249,9 @@ def export(d: Deployment) -> dict[str, Any]:
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(d.settings).items()},
         # Once for the deployment: listed per host, the export grew as workers x signers.
         "signers": _signers(d),
+        # The trust policy too (what each signer may call, whose control messages and results
+        # a host takes): embedded in each host's configuration, it grew as hosts x hosts.
+        "policy": render.policy_text(d),
         "hosts": {name: _host_vars(d, h, revoked) for name, h in d.hosts.items()},
         "revoked_hosts": sorted(revoked),
     }

@@ -40,6 +40,8 @@ class AppFiles:
     signing_cert: Path
     signing_key: Path
     signer_store: Path
+    #: The deployment's trust policy (`render.policy`): whom the host believes, for what.
+    policy: Path
     #: The directory a rendered configuration reads its password files from.
     secrets_dir: Path
     #: Password file of each service, relative to `secrets_dir`.
@@ -103,6 +105,11 @@ class Layout:
         return self.root / "hosts"
 
     @property
+    def policy(self) -> Path:
+        """The trust policy (`render.policy`), once for the deployment, beside the signer store."""
+        return self.root / "policy.json"
+
+    @property
     def signers_dir(self) -> Path:
         """Celery's cert store: every trusted message signer."""
         return self.root / "signers"
@@ -135,6 +142,7 @@ class Layout:
             signing_cert=self.cert(host, "signing"),
             signing_key=self.key(host, "signing"),
             signer_store=self.signers_dir,
+            policy=self.policy,
             secrets_dir=self.credentials,
             secrets=tuple((s, str(self.password(s, u).relative_to(self.credentials))) for s, u in users.items()),
         )
@@ -147,6 +155,7 @@ class HostLayout:
     config_dir: Path
     config_name: str
     signer_store: Path
+    policy: Path
 
     @property
     def config(self) -> Path:
@@ -162,6 +171,7 @@ class HostLayout:
             signing_cert=self.config_dir / "signing.pem",
             signing_key=self.config_dir / "signing.key",
             signer_store=self.signer_store,
+            policy=self.policy,
             secrets_dir=self.config_dir,
             secrets=tuple((s, f"{s}.password") for s in services),
         )

@@ -55,7 +55,8 @@ _ROLE_VARS = {
     "redis": ("redis_tls_port", "redis_admin_user", "redis_sentinel", "redis_sentinel_port",
               "redis_sentinel_master_name", "redis_sentinel_quorum", "redis_replication_primary",
               "redis_replication_user", "redis_sentinel_user", "redis_sentinel_peer_user"),
-    "celery_worker": ("celery_worker_config_dir", "celery_worker_config_name", "celery_worker_signer_dir"),
+    "celery_worker": ("celery_worker_config_dir", "celery_worker_config_name", "celery_worker_signer_dir",
+                      "celery_worker_policy_file"),
 }
 
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z", re.IGNORECASE)
@@ -328,7 +329,8 @@ class Deployment:
         """The paths on one worker or client host."""
         return HostLayout(Path(str(host.var("celery_worker_config_dir"))),
                           str(host.var("celery_worker_config_name")),
-                          Path(str(host.var("celery_worker_signer_dir"))))
+                          Path(str(host.var("celery_worker_signer_dir"))),
+                          Path(str(host.var("celery_worker_policy_file"))))
 
     def group(self, name: str) -> list[Host]:
         """Hosts of one role group, in inventory order."""

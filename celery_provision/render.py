@@ -7,6 +7,7 @@ port, vhost, user, TLS files and serializers always match what the brokers were 
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from .model import Deployment, Host, is_ip
 from .runtime.protect import CONFIG as ENVELOPE_CONFIG
 from .runtime.protect import RESULT_SERIALIZER, TASK_SERIALIZER
 
-__all__ = ["HostFile", "host_files", "render", "write_all"]
+__all__ = ["HostFile", "host_files", "policy", "policy_text", "render", "write_all", "write_policy"]
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,10 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
     signing = {"cert": str(files.signing_cert), "key": str(files.signing_key), "store": str(files.signer_store),
                "ca": str(files.ca), "max_age": s.message_max_age,
                "result_serializer": RESULT_SERIALIZER if s.signed_results else "json",
-               # Only a worker checks task messages: whom it believes, and what each may call.
-               "allowed": {h.name: list(h.allowed_tasks) for h in d.apps} if host.is_worker else {},
-               # Who may sign the control messages this host receives (a worker: operators'
-               # commands; an operator: workers' replies) and the results it reads (workers).
-               "control": [h.name for h in d.apps if h.role == _CONTROL_SENDER.get(host.role or "")],
-               "results": [h.name for h in d.apps if h.is_worker]}
+               # Whom it believes, for what: named, not embedded (every host reads the one file).
+               "policy": str(files.policy)}
+    if controller_paths:
+        write_policy(d)
     secret = dict(files.secrets)
 
     endpoints = d.endpoints(s.broker)
@@ -141,6 +140,43 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
 #: workers' replies; a producer none.
 _CONTROL_SENDER = {"worker": "operator", "operator": "worker"}
 
+#: The last deployment whose policy was made (its text, and whether the controller's file is
+#: written): one policy per deployment, not one per host.
+_LAST: list[tuple[Deployment, str, bool]] = []
+
+
+def policy(d: Deployment) -> dict[str, Any]:
+    """The deployment's trust policy, the same for every host (`celery_provision.runtime`
+    reads it at `secure(app)`): what each signer may call (a worker checks task messages
+    against it), whose control messages each role takes, whose results a host reads."""
+    return {
+        "allowed": {h.name: list(h.allowed_tasks) for h in d.apps},
+        "control": {role: [h.name for h in d.apps if h.role == sender] for role, sender in _CONTROL_SENDER.items()},
+        "results": [h.name for h in d.apps if h.is_worker],
+    }
+
+
+def policy_text(d: Deployment) -> str:
+    """The policy file's text: deterministic JSON (sorted keys), made once per deployment."""
+    if not _LAST or _LAST[0][0] is not d:
+        _LAST[:] = [(d, json.dumps(policy(d), sort_keys=True, indent=1) + "\n", False)]
+    return _LAST[0][1]
+
+
+def write_policy(d: Deployment) -> tuple[Path, bool]:
+    """Write the policy where the controller's configurations name it (`Layout.policy`),
+    atomically and only when it differs; once per deployment. Return (path, changed)."""
+    text, path = policy_text(d), d.layout.policy
+    if _LAST[0][2]:
+        return path, False
+    data = text.encode()
+    private_dir(path.parent)
+    changed = not path.exists() or path.read_bytes() != data
+    if changed:
+        write_atomic(path, data, 0o644)
+    _LAST[0] = (d, text, True)
+    return path, changed
+
 
 def _queues(d: Deployment, host: Host) -> list[dict[str, Any]]:
     """The `task_queues` of *host*: a worker knows every worker's queue (a chain may route to
@@ -171,7 +207,9 @@ def render(d: Deployment, host: Host, *, controller_paths: bool = False) -> str:
 def write_all(d: Deployment, out: Path | None = None, *, hosts: list[str] | None = None,
               controller_paths: bool = False) -> list[tuple[Path, bool]]:
     """Write each worker's and client's configuration module, under *out* (`OUT/HOST/`) or
-    where the layout keeps them; return (path, changed)."""
+    where the layout keeps them; return (path, changed). The policy they name is written
+    once, on the controller (`write_policy`); a host gets it from the role."""
+    write_policy(d)
     targets = [d.host(n) for n in hosts] if hosts else d.apps
     results = []
     for host in targets:

@@ -118,11 +118,13 @@ def files(tmp_path: Path, ca_key: Any) -> dict[str, Path]:
         "signing_cert": _write_cert(d / "signing.pem", sign_cert),
         "signing_key": _write_key(d / "signing.key", sign_key),
         "signers": d / "signers",
+        "policy": d / "policy.json",
         "rabbitmq_password": d / "rabbitmq.password",
         "redis_password": d / "redis.password",
     }
     _write_cert(d / "signers" / "worker-1.pem", sign_cert)
     _write_cert(d / "signers" / "client-1.pem", _cert("client-1", peer_key, issuer_key=ca_key))
+    _write_policy(out["policy"], {"worker-1": ["proj.*"], "client-1": ["proj.reports.*"]})
     for secret in ("rabbitmq_password", "redis_password"):
         out[secret].write_text("Zq8-not-in-the-config-file\n")
         out[secret].chmod(0o600)
@@ -156,9 +158,8 @@ def secure_settings(f: dict[str, Path]) -> dict[str, Any]:
             "ca": str(f["ca"]),
             "store": str(f["signers"]),
             "max_age": 86400,
-            "allowed": {"worker-1": ["proj.*"], "client-1": ["proj.reports.*"]},
-            "control": ["ops-1"],
-            "results": ["worker-1"],
+            "policy": str(f["policy"]),
+            "role": "worker",
         },
         "task_serializer": "celery-provision-json",
         "accept_content": ["celery-provision-json"],
@@ -231,9 +232,8 @@ celery_provision_envelope = {{
     "ca": str(_ETC / "ca.pem"),
     "store": str(_ETC / "signers"),
     "max_age": 86400,
-    "allowed": {{"worker-1": ["proj.*"], "client-1": ["proj.reports.*"]}},
-    "control": ["ops-1"],
-    "results": ["worker-1"],
+    "policy": str(_ETC / "policy.json"),
+    "role": "worker",
 }}
 task_serializer = "celery-provision-json"
 accept_content = ["celery-provision-json"]
@@ -372,6 +372,21 @@ def _envelope(**values: Any) -> Change:
     return change
 
 
+def _write_policy(path: Path, allowed: dict[str, list[str]]) -> None:
+    """The deployment's trust policy file, as `celery_provision.render.policy` writes it."""
+    path.write_text(json.dumps({"allowed": allowed, "control": {"worker": ["ops-1"], "operator": ["worker-1"]},
+                                "results": ["worker-1"]}, sort_keys=True))
+
+
+def _allowed(allowed: dict[str, list[str]]) -> Change:
+    """Let the policy file allow *allowed* (signer: task globs)."""
+
+    def change(_conf: dict[str, Any], files: dict[str, Path]) -> None:
+        _write_policy(files["policy"], allowed)
+
+    return change
+
+
 def _expired_signer(store: Path, _f: Any) -> None:
     old = _cert("gone", _rsa(), not_after=NOW - datetime.timedelta(days=1))
     _write_cert(store / "gone.pem", old)
@@ -459,8 +474,8 @@ CASES: list[tuple[str, Change, str, Severity]] = [
         Severity.MEDIUM,
     ),
     (
-        "envelope_without_store_and_allowed",
-        _envelope(store=None, allowed=None),
+        "envelope_without_store_and_policy",
+        _envelope(store=None, policy=None),
         "envelope-incomplete",
         Severity.MEDIUM,
     ),
@@ -490,7 +505,7 @@ CASES: list[tuple[str, Change, str, Severity]] = [
     ),
     (
         "envelope_letting_a_producer_call_any_task",
-        _envelope(allowed={"worker-1": ["proj.*"], "client-1": ["*"]}),
+        _allowed({"worker-1": ["proj.*"], "client-1": ["*"]}),
         "envelope-allows-any-task",
         Severity.INFO,
     ),
@@ -880,7 +895,7 @@ def test_envelope_files_absent_here_are_only_noted(files: dict[str, Path]) -> No
 
 def test_worker_letting_its_own_signer_call_any_task_is_only_noted(files: dict[str, Path]) -> None:
     conf = secure_settings(files)
-    _envelope(allowed={"worker-1": ["*"], "client-1": ["*"]})(conf, files)
+    _allowed({"worker-1": ["*"], "client-1": ["*"]})(conf, files)
     [finding] = only(conf, "envelope-allows-any-task")
     assert finding.severity is Severity.INFO and "client-1, worker-1" in finding.reason
 

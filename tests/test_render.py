@@ -105,9 +105,10 @@ def test_a_worker_knows_what_each_signer_may_call_and_a_producer_nothing(write_i
                                                                          tmp_path: Path) -> None:
     basic_groups["celery_clients"]["client-1"]["celery_provision_allowed_tasks"] = ["app.public.*"]
     d = _ready(write_inventory(basic_groups))
-    assert _app(d, "worker-1", tmp_path).conf[runtime.CONFIG]["allowed"] == {
-        "worker-1": ["*"], "client-1": ["app.public.*"]}
-    assert _app(d, "client-1", tmp_path).conf[runtime.CONFIG]["allowed"] == {}
+    worker = runtime.protect.Runtime(None, _app(d, "worker-1", tmp_path).conf[runtime.CONFIG])
+    client = runtime.protect.Runtime(None, _app(d, "client-1", tmp_path).conf[runtime.CONFIG])
+    assert worker.trust.allowed == {"worker-1": ("*",), "client-1": ("app.public.*",)}
+    assert client.trust.allowed == {}
 
 
 @pytest.mark.parametrize("all_vars", [
@@ -119,7 +120,7 @@ def test_the_envelope_signs_and_checks_with_the_rendered_files(write_inventory: 
     deployment = _ready(write_inventory(all_vars=all_vars))
     client, worker = (_app(deployment, h, tmp_path / h).conf[runtime.CONFIG] for h in ("client-1", "worker-1"))
     signer = runtime.Signer.load(client["signer"], client["key"], client["cert"])
-    trust = runtime.Trust(worker["store"], worker["ca"], worker["allowed"], worker["max_age"])
+    trust = runtime.protect.Runtime(None, worker).trust
     headers = {"task": "app.add", "id": "t-1"}
     body = b'[[2, 2], {}, {}]'
     headers[runtime.HEADER] = signer.sign_task(headers, "application/json", "utf-8", body)
@@ -399,7 +400,8 @@ def test_with_operators_a_worker_answers_remote_control_and_sends_events(with_op
 def test_an_operator_config_has_the_broker_and_signing_but_no_results_or_queues(with_operator: model.Deployment) -> None:
     names = _settings(with_operator, "ops-1")
     assert "broker_url" in names and names[runtime.CONFIG]["signer"] == "ops-1"
-    assert (names["task_serializer"], names[runtime.CONFIG]["allowed"]) == ("celery-provision-json", {})
+    assert names["task_serializer"] == "celery-provision-json"
+    assert runtime.protect.Runtime(None, names[runtime.CONFIG]).trust.allowed == {}
     assert "result_backend" not in names and "task_queues" not in names and "redis_password" not in names
 
 
@@ -449,3 +451,49 @@ def test_a_rendered_sentinel_config_audits_clean(write_inventory: Any, basic_gro
     role = d.host(host).role
     findings = audit.audit_config(audit.load_config(str(path)), role=role)
     assert audit.exit_status(findings, audit.Severity.LOW) == 0, audit.format_table(findings)
+
+
+# --- the trust policy: once per deployment, named by every configuration -------------------
+
+
+def test_a_config_names_the_policy_file_and_embeds_no_list_of_hosts(with_operator: model.Deployment) -> None:
+    env = _settings(with_operator, "worker-1")[runtime.CONFIG]
+    assert Path(env["policy"]) == with_operator.layout.policy and env["role"] == "worker"
+    assert not {"allowed", "control", "results"} & set(env)
+    assert render.render(with_operator, with_operator.host("worker-1")).count("client-1") == 0
+
+
+def test_the_policy_file_carries_what_each_config_used_to(with_operator: model.Deployment,
+                                                          tmp_path: Path) -> None:
+    d = with_operator
+    apps = d.apps
+    workers = tuple(h.name for h in apps if h.is_worker)
+    operators = tuple(h.name for h in apps if h.is_operator)
+    # What each rendered configuration embedded before the policy file: per role.
+    before = {
+        "worker": ({h.name: tuple(h.allowed_tasks) for h in apps}, operators, workers),
+        "client": ({}, (), workers),
+        "operator": ({}, workers, workers),
+    }
+    for host in apps:
+        rt = runtime.protect.Runtime(None, _app(d, host.name, tmp_path / host.name).conf[runtime.CONFIG])
+        assert (dict(rt.trust.allowed), rt.control, rt.results) == before[str(host.role)], host.name
+    assert d.layout.policy.read_text() == render.policy_text(d)
+    assert d.layout.policy.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("damage", ["missing", "not-json", "no-allow-list", "allow-list-not-names"])
+def test_a_worker_whose_policy_file_is_missing_or_malformed_does_not_start(
+        deployment: model.Deployment, tmp_path: Path, damage: str) -> None:
+    from celery.exceptions import ImproperlyConfigured
+
+    app = _app(deployment, "worker-1", tmp_path)
+    policy = Path(app.conf[runtime.CONFIG]["policy"])
+    if damage == "missing":
+        policy.unlink()
+    else:
+        policy.write_text({"not-json": "{allowed", "no-allow-list": '{"control": {}, "results": []}',
+                           "allow-list-not-names": '{"allowed": {"client-1": "*"}, "control": {}, "results": []}',
+                           }[damage])
+    with pytest.raises(ImproperlyConfigured, match=f"policy {policy}"):
+        runtime.secure(app)

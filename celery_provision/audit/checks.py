@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import json
 import os
 import ssl
 import stat
@@ -35,7 +36,7 @@ __all__ = ["ENVELOPE", "ENVELOPE_KEYS", "audit_config", "canonical_name"]
 ENVELOPE = _runtime.CONFIG
 #: The keys of ``celery_provision_envelope`` that celery_provision.runtime reads (render.py
 #: writes each of them).
-ENVELOPE_KEYS = ("signer", "key", "cert", "ca", "store", "max_age", "allowed", "control", "results")
+ENVELOPE_KEYS = ("signer", "key", "cert", "ca", "store", "max_age", "policy", "role")
 
 _AMQP_SCHEMES = {"amqp", "pyamqp", "librabbitmq"}
 _REDIS_SCHEMES = {"redis", "sentinel"}
@@ -344,7 +345,18 @@ class _Audit:
                 self.file_missing(ENVELOPE, str(store))
             elif not glob.glob(os.path.join(str(store), "*.pem")):
                 self.flag("cert-store-empty", ENVELOPE, pattern=os.path.join(str(store), "*.pem"))
-        allowed = env.get("allowed")
+        policy = env.get("policy")
+        if not _is_path(policy) or env.get("role", "worker") != "worker":
+            return
+        try:
+            with open(str(policy), "rb") as f:
+                doc = json.load(f)
+        except OSError:
+            self.file_missing(ENVELOPE, str(policy))
+            return
+        except ValueError:
+            return  # secure(app) refuses it and says why
+        allowed = doc.get("allowed") if isinstance(doc, Mapping) else None
         if isinstance(allowed, Mapping):
             anyone = sorted(
                 str(signer) for signer, patterns in allowed.items()

@@ -60,18 +60,47 @@ class RecordUnavailable(Exception):
     is neither run nor refused, but requeued."""
 
 
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} is not a list of names")
+    return tuple(value)
+
+
+def _policy(path: str, role: str) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...], tuple[str, ...]]:
+    """The trust policy file of the deployment, as *role* uses it: what each signer may call
+    (a worker's; others check no task), whose control messages and whose results it takes.
+    A missing, unreadable or malformed file fails: there is no policy that trusts by default."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"policy {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"policy {path}: not JSON ({exc})") from None
+    try:
+        if not isinstance(doc, dict) or not isinstance(doc["allowed"], dict) or not isinstance(doc["control"], dict):
+            raise ValueError("not a policy (allowed, control, results)")
+        allowed = {str(k): _names(v, f"allowed[{k!r}]") for k, v in doc["allowed"].items()}
+        control = _names(doc["control"].get(role, []), f"control[{role!r}]")
+        results = _names(doc["results"], "results")
+    except KeyError as exc:
+        raise ValueError(f"policy {path}: lacks {exc.args[0]!r}") from None
+    except ValueError as exc:
+        raise ValueError(f"policy {path}: {exc}") from None
+    return (allowed if role == "worker" else {}), control, results
+
+
 class Runtime:
     """One app's signer, trust and record of completed tasks."""
 
     def __init__(self, app: Any, cfg: Mapping[str, Any]) -> None:
         try:
             self.signer = Signer.load(cfg["signer"], cfg["key"], cfg["cert"])
-            self.trust = Trust(cfg["store"], cfg["ca"], {k: tuple(v) for k, v in cfg.get("allowed", {}).items()},
-                               float(cfg.get("max_age", 86400)))
+            allowed, control, results = _policy(cfg["policy"], str(cfg["role"]))
+            self.trust = Trust(cfg["store"], cfg["ca"], allowed, float(cfg.get("max_age", 86400)))
             #: Who may sign what this host receives as control messages (a worker: operators'
             #: commands; an operator: workers' replies) and as signed results (workers).
-            self.control = tuple(cfg["control"])
-            self.results = tuple(cfg["results"])
+            self.control, self.results = control, results
         except KeyError as exc:
             raise ImproperlyConfigured(f"{CONFIG} lacks {exc.args[0]!r}: render the configuration again") from None
         except (OSError, ValueError) as exc:

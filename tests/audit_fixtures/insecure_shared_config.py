@@ -31,9 +31,8 @@ celery_provision_envelope = {
     "ca": str(_ETC / "ca.pem"),
     "store": str(_ETC / "signers"),
     "max_age": 86400,
-    "allowed": {"worker-1": ["proj.*"], "web-1": ["*"]},  # the web app may call every task
-    "control": [],
-    "results": ["worker-1"],
+    "policy": str(_ETC / "policy.json"),
+    "role": "worker",
 }
 task_serializer = "celery-provision-json"
 accept_content = ["celery-provision-json"]

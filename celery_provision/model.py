@@ -1032,27 +1032,37 @@ def _check(d: Deployment) -> None:
                     f"host {h.name!r} has the same name as the admin user: its certificate would log in as admin",
                     where=where,
                 )
+    _one_value(d, "rabbitmq", ("rabbitmq_tls_port", "rabbitmq_cluster"))
+    _one_value(d, "redis", ("redis_tls_port", *_REPLICATION_VARS))
     _check_cluster(d)
-    for group in ("rabbitmq", "redis"):
-        ports = {h.var(f"{group}_tls_port") for h in d.group(group)}
-        if len(ports) > 1:
-            raise ProvisionError(f"{group} hosts disagree on {group}_tls_port: {sorted(ports)}", where=where)
     _check_replication(d)
 
 
+def _one_value(d: Deployment, group: str, names: Sequence[str]) -> None:
+    """The role variables *names* have one value across the hosts of *group* (they describe
+    the group: its port, whether it is one cluster or one replicated Redis)."""
+    hosts = d.group(group)
+    for name in names:
+        values = [h.var(name) for h in hosts]
+        if len({repr(v) for v in values}) > 1:
+            shown = ", ".join(f"{h.name} {_shown(v)}" for h, v in zip(hosts, values, strict=True))
+            raise ProvisionError(f"{group} hosts disagree on {name} ({shown}): set it once for the group"
+                                 f" (group_vars/{group}.yml)", where=_where(hosts[-1].role_vars[name], str(d.inventory)))
+
+
+def _shown(value: Any) -> str:
+    """A variable's value as the inventory spells it (`true`, `5671`, `'celery'`)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
 def _check_cluster(d: Deployment) -> None:
-    """One value of `rabbitmq_cluster` for the whole group, and node names Erlang can use."""
+    """`rabbitmq_cluster` a boolean, and node names Erlang can use."""
     hosts = d.group("rabbitmq")
     for h in hosts:
         value = h.var("rabbitmq_cluster")
         if not isinstance(value, bool):
             raise ProvisionError(f"rabbitmq_cluster: expected true or false, got {value!r}",
                                  where=_where(value, f"host {h.name}"))
-    if len({h.var("rabbitmq_cluster") for h in hosts}) > 1:
-        values = ", ".join(f"{h.name} {str(h.var('rabbitmq_cluster')).lower()}" for h in hosts)
-        raise ProvisionError(
-            f"rabbitmq hosts disagree on rabbitmq_cluster ({values}): set it once for the group"
-            " (group_vars/rabbitmq.yml)", where=str(d.inventory))
     if d.rabbitmq_longnames:
         short = [h.name for h in hosts if not _long_host(h.address)]
         if short:
@@ -1071,18 +1081,13 @@ _USER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
 
 
 def _check_replication(d: Deployment) -> None:
-    """A replicated Redis under Sentinel: one set of values for the group, enough Sentinels
-    for a quorum, a primary in the group, internal users apart from every other user."""
+    """A replicated Redis under Sentinel (one set of values for the group: `_one_value`):
+    enough Sentinels for a quorum, a primary in the group, internal users apart from every
+    other user."""
     hosts = d.group("redis")
     where = str(d.inventory)
     if not hosts:
         return
-    for name in _REPLICATION_VARS:
-        values = {h.name: h.var(name) for h in hosts}
-        if len({repr(v) for v in values.values()}) > 1:
-            shown = ", ".join(f"{h}={v!r}" for h, v in values.items())
-            raise ProvisionError(f"redis hosts disagree on {name} ({shown}): set it once for the group",
-                                 where=_where(hosts[-1].role_vars[name], where))
     first = hosts[0]
     enabled = first.var("redis_sentinel")
     if not isinstance(enabled, bool):

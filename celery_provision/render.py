@@ -81,9 +81,8 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         vhost = quote(s.vhost, safe="")
         user = "" if s.auth == "x509" else f"{quote(d.user(host, 'rabbitmq'))}@"
         urls = [f"amqps://{user}{_netloc(e.address, e.port)}/{vhost}" for e in endpoints]
-    elif r is not None:  # every Sentinel: kombu asks them for the primary
-        urls = [f"sentinel://{quote(d.user(host, 'redis'))}@{_netloc(h.address, r.sentinel_port)}/{s.broker_db}"
-                for h in r.hosts]
+    elif sentinel is not None:  # every Sentinel: kombu asks them for the primary
+        urls = [f"sentinel://{sentinel['user_quoted']}@{n}/{s.broker_db}" for n in sentinel["netlocs"]]
     else:
         urls = [f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}/{s.broker_db}"
                 for e in endpoints]
@@ -104,9 +103,8 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
                                or host.is_worker
                                or (host.is_client and s.result_backend == "rpc") else None}
     if backend["kind"] == "redis":
-        if r is not None:
-            backend["url"] = ";".join(f"sentinel://{quote(d.user(host, 'redis'))}@{_netloc(h.address, r.sentinel_port)}"
-                                      f"/{s.backend_db}" for h in r.hosts)
+        if sentinel is not None:
+            backend["url"] = ";".join(f"sentinel://{sentinel['user_quoted']}@{n}/{s.backend_db}" for n in sentinel["netlocs"])
         else:
             e = d.endpoints("redis")[0]  # Celery's Redis backend takes one server
             backend["url"] = (f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}"

@@ -493,22 +493,17 @@ PLAY = """
       ansible.builtin.include_role:
         name: redis
         tasks_from: replication
-    - name: redis.conf through the role's managed-file tasks
+    - name: redis.conf and sentinel.conf through the role's managed-file tasks
       ansible.builtin.include_role:
         name: redis
         tasks_from: managed
       vars:
-        _redis_managed_template: etc/redis/redis.conf.j2
-        _redis_managed_file: "{{ _redis_conf_path }}"
+        _redis_managed_template: "etc/redis/{{ item.template }}"
+        _redis_managed_file: "{{ item.file }}"
         _redis_managed_notify: Restart (test)
-    - name: sentinel.conf through the role's managed-file tasks
-      ansible.builtin.include_role:
-        name: redis
-        tasks_from: managed
-      vars:
-        _redis_managed_template: etc/redis/sentinel.conf.j2
-        _redis_managed_file: "{{ _redis_sentinel_conf_path }}"
-        _redis_managed_notify: Restart (test)
+      loop:
+        - {template: redis.conf.j2, file: "{{ _redis_conf_path }}"}
+        - {template: sentinel.conf.j2, file: "{{ _redis_sentinel_conf_path }}"}
 """
 
 

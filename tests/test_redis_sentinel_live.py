@@ -468,7 +468,7 @@ def test_a_failover_keeps_celery_working(group: Group) -> None:
 
         def promoted() -> tuple[str, int] | None:
             """The new primary once the failover has settled: both Sentinels name it, neither
-            is still failing over (seen on Redis 8.0: agreement, then a second election), and
+            is still failing over (seen on Redis 8.0: agreement, then two answers), and
             it says it is the primary."""
             found = group.primaries(survivors)
             if len(found) != 1 or found == {(old.address, group.port)}:

@@ -78,24 +78,29 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
     sentinel = {"master_name": r.master_name, "user": d.user(host, "redis"), "user_quoted": quote(d.user(host, "redis")),
                 "netlocs": [_netloc(h.address, r.sentinel_port) for h in r.hosts]} if r else None
     if s.broker == "rabbitmq":
-        vhost = quote(s.vhost, safe="")
-        user = "" if s.auth == "x509" else f"{quote(d.user(host, 'rabbitmq'))}@"
-        urls = [f"amqps://{user}{_netloc(e.address, e.port)}/{vhost}" for e in endpoints]
+        scheme, path = "amqps", quote(s.vhost, safe="")
+        user = "" if s.auth == "x509" else quote(d.user(host, "rabbitmq"))
+        netlocs = [_netloc(e.address, e.port) for e in endpoints]
     elif sentinel is not None:  # every Sentinel: kombu asks them for the primary
-        urls = [f"sentinel://{sentinel['user_quoted']}@{n}/{s.broker_db}" for n in sentinel["netlocs"]]
+        scheme, path, user, netlocs = "sentinel", str(s.broker_db), sentinel["user_quoted"], sentinel["netlocs"]
     else:
-        urls = [f"rediss://{quote(d.user(host, 'redis'))}@{_netloc(e.address, e.port)}/{s.broker_db}"
-                for e in endpoints]
+        scheme, path, user = "rediss", str(s.broker_db), quote(d.user(host, "redis"))
+        netlocs = [_netloc(e.address, e.port) for e in endpoints]
+    urls = [f"{scheme}://{user + '@' if user else ''}{n}/{path}" for n in netlocs]
+    # kombu, moving to the next URL after a failure, keeps only what that URL says (kombu
+    # Connection.switch drops broker_password): with more than one URL, or Sentinel's, each
+    # URL carries the password, read from its file at import, as head + password + tail.
+    inline = bool(user) and (len(urls) > 1 or (s.broker == "redis" and sentinel is not None))
     broker = {
         "kind": s.broker,
         "urls": urls,
         "failover": len(urls) > 1,
+        "url_parts": [(f"{scheme}://{user}:", f"@{n}/{path}") for n in netlocs] if inline else None,
         "server_hostname": d.server_name(s.broker),
         "x509": s.auth == "x509",
         "secret": secret.get(s.broker),
         "visibility_timeout": s.visibility_timeout,
         "sentinel": sentinel if s.broker == "redis" else None,
-        "db": s.broker_db,
     }
     # An operator reads no result (its Redis user has no result rule), even where Redis is
     # its broker.

@@ -7,6 +7,7 @@ import shutil
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from celery import Celery
@@ -167,15 +168,33 @@ def test_several_rabbitmq_hosts_give_a_failover_list_checked_by_service_name(
     basic_groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5"}
     d = _ready(write_inventory(basic_groups))
     conf = _app(d, "worker-1", tmp_path).conf
+    password = quote(credentials.password(d, "rabbitmq", "worker-1"), safe="")
     assert conf.broker_url.split(";") == [
-        "amqps://worker-1@127.0.0.1:5671/celery",
-        "amqps://worker-1@127.0.0.5:5671/celery",
+        f"amqps://worker-1:{password}@127.0.0.1:5671/celery",
+        f"amqps://worker-1:{password}@127.0.0.5:5671/celery",
     ]
     assert conf.broker_use_ssl["server_hostname"] == "rabbitmq"
     for name in ("rabbitmq-1", "rabbitmq-2"):
         cert = x509.load_pem_x509_certificate((d.pki_dir / "hosts" / name / "server.pem").read_bytes())
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert "rabbitmq" in sans.get_values_for_type(x509.DNSName)
+
+
+def test_a_failover_list_carries_the_password_in_each_url_and_not_in_broker_password(
+    write_inventory: Any, basic_groups: dict, tmp_path: Path
+) -> None:
+    """kombu's Connection.switch, moving to the next URL after a failure, keeps only what
+    that URL says: a password in broker_password alone is dropped at the first failover."""
+    from kombu import Connection
+
+    basic_groups["rabbitmq"]["rabbitmq-2"] = {"ansible_host": "127.0.0.5"}
+    d = _ready(write_inventory(basic_groups))
+    conf = _app(d, "worker-1", tmp_path).conf
+    conn = Connection(conf.broker_url, password=conf.broker_password)
+    conn.maybe_switch_next()
+    assert (conn.hostname, conn.password) == ("127.0.0.5", credentials.password(d, "rabbitmq", "worker-1"))
+    assert not conf.broker_password
+    assert credentials.password(d, "rabbitmq", "worker-1") not in render.render(d, d.host("worker-1"))
 
 
 def _cluster(basic_groups: dict) -> dict:
@@ -189,7 +208,8 @@ def test_a_cluster_gives_every_node_in_the_url_list_checked_by_service_name(
 ) -> None:
     d = _ready(write_inventory(_cluster(basic_groups)))
     conf = _app(d, "worker-1", tmp_path).conf
-    assert conf.broker_url.split(";") == [f"amqps://worker-1@127.0.0.{10 + i}:5671/celery" for i in (1, 2, 3)]
+    password = quote(credentials.password(d, "rabbitmq", "worker-1"), safe="")
+    assert conf.broker_url.split(";") == [f"amqps://worker-1:{password}@127.0.0.{10 + i}:5671/celery" for i in (1, 2, 3)]
     assert conf.broker_use_ssl["server_hostname"] == "rabbitmq"
     assert conf.broker_use_ssl["cert_reqs"] == ssl.CERT_REQUIRED
 

@@ -30,6 +30,7 @@ from celery.utils.imports import symbol_by_name
 from kombu import serialization
 
 from .envelope import DONE_PREFIX, HEADER, Refused, Signer, Trust, timestamp
+from .transport import repair_redis_ack
 
 __all__ = ["CONFIG", "CONTROL_MAX_AGE", "DONE_PREFIX", "RESULT_SERIALIZER", "SERIALIZER", "TASK_SERIALIZER",
            "secure"]
@@ -362,6 +363,7 @@ def secure(app: Any) -> None:
     rest waits for it."""
     if EnvelopeStep not in app.steps["consumer"]:
         app.steps["consumer"].add(EnvelopeStep)
+    repair_redis_ack()  # a worker on Redis must get through a failover (transport.py)
     _sign_control(app)
     if app.configured:
         _install(app)

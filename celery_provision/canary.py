@@ -15,7 +15,7 @@ from celery import Celery, Task
 
 from celery_provision.runtime import secure
 
-__all__ = ["app", "ping", "touch", "admin_touch", "mark", "add", "total", "grow_chord",
+__all__ = ["app", "ping", "touch", "admin_touch", "mark", "mark_execution", "add", "total", "grow_chord",
            "PING", "TOUCH", "ADMIN_TOUCH", "MARK", "ADD", "TOTAL", "GROW_CHORD"]
 
 PING = "celery_provision.canary.ping"
@@ -55,14 +55,17 @@ def admin_touch(path: str) -> str:
     return str(touch(path))
 
 
-@app.task(name=MARK)
-def mark(directory: str, key: str, seconds: float = 0.0) -> str:
+def mark_execution(directory: str, key: str, seconds: float = 0.0) -> str:
     """Work for *seconds*, then record one execution of *key* as a new file in *directory*
     (`KEY.PID.RANDOM`): tests count executions without trusting the result backend."""
     time.sleep(seconds)
     with open(os.path.join(directory, f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"), "x"):
         pass
     return key
+
+
+#: The fault tests' task; other apps register `mark_execution` under the same name.
+mark = app.task(name=MARK)(mark_execution)
 
 
 # Canvas: small tasks that chains, groups and chords are built from, so the live tests can

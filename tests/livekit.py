@@ -1,5 +1,6 @@
-"""Small helpers the tests share: a Celery worker process started and waited for, and the
-filter plugins of the roles (as Ansible would load them for a role's templates)."""
+"""Small helpers the tests share: a Celery worker process started and waited for, the
+filter plugins of the roles (as Ansible would load them for a role's templates), and a
+rendered configuration read as settings, its transport swapped for a private server's."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import importlib.util
 import os
 import subprocess
 import time
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["role_filters", "start_worker", "stop_worker"]
+__all__ = ["rendered_config", "role_filters", "start_worker", "stop_worker"]
 
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 
@@ -52,3 +54,27 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def rendered_config(path: str, broker_url: str | None, backend: str | None, queue_type: str = "classic",
+                    broker_tls: bool = False) -> dict[str, Any]:
+    """A rendered configuration file as a dict, with the transport swapped (*broker_url*
+    None keeps the rendered one); with *queue_type*
+    "quorum", every task queue is declared as a quorum queue (durable, `x-queue-type`); with
+    *broker_tls*, the rendered broker TLS settings stay (only the URL's ports change)."""
+    ns: dict[str, Any] = {"__name__": "celeryconfig"}
+    exec(compile(Path(path).read_text(), path, "exec"), ns)  # noqa: S102 - our own rendered file
+    cfg = {k: v for k, v in ns.items()
+           if k.islower() and not k.startswith("_") and not isinstance(v, (types.ModuleType, type, types.FunctionType))}
+    if broker_url is not None:
+        cfg["broker_url"] = broker_url
+    if not broker_tls:
+        cfg["broker_use_ssl"] = False
+    if backend and cfg.get("result_backend", "").startswith("redis"):
+        cfg["result_backend"] = backend
+        cfg.pop("redis_backend_use_ssl", None)
+        cfg.pop("redis_password", None)
+    if queue_type != "classic":
+        cfg["task_queues"] = {name: {**options, "durable": True, "queue_arguments": {"x-queue-type": queue_type}}
+                              for name, options in cfg["task_queues"].items()}
+    return cfg

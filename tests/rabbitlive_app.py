@@ -16,37 +16,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import types
-from pathlib import Path
 from typing import Any
 
 from celery import Celery, chain, chord, group
+from livekit import rendered_config
 
+from celery_provision import canary
 from celery_provision.runtime import secure
 
 TIMEOUT = float(os.environ.get("CP_TIMEOUT", "20"))
-
-
-def rendered_config(path: str, broker_url: str, backend: str | None, queue_type: str = "classic",
-                    broker_tls: bool = False) -> dict[str, Any]:
-    """A rendered configuration file as a dict, with the transport swapped; with *queue_type*
-    "quorum", every task queue is declared as a quorum queue (durable, `x-queue-type`); with
-    *broker_tls*, the rendered broker TLS settings stay (only the URL's ports change)."""
-    ns: dict[str, Any] = {"__name__": "celeryconfig"}
-    exec(compile(Path(path).read_text(), path, "exec"), ns)  # noqa: S102 - our own rendered file
-    cfg = {k: v for k, v in ns.items()
-           if k.islower() and not k.startswith("_") and not isinstance(v, (types.ModuleType, type, types.FunctionType))}
-    cfg["broker_url"] = broker_url
-    if not broker_tls:
-        cfg["broker_use_ssl"] = False
-    if backend and cfg.get("result_backend", "").startswith("redis"):
-        cfg["result_backend"] = backend
-        cfg.pop("redis_backend_use_ssl", None)
-        cfg.pop("redis_password", None)
-    if queue_type != "classic":
-        cfg["task_queues"] = {name: {**options, "durable": True, "queue_arguments": {"x-queue-type": queue_type}}
-                              for name, options in cfg["task_queues"].items()}
-    return cfg
 
 
 app = Celery("rabbitlive")
@@ -64,6 +42,10 @@ def add(x: int, y: int) -> int:
 @app.task(name="live.tsum")
 def tsum(values: list[int]) -> int:
     return sum(values)
+
+
+# The fault tests' task (tests/faults): each execution leaves a file.
+app.task(name=canary.MARK)(canary.mark_execution)
 
 
 def _send() -> Any:

@@ -14,97 +14,25 @@ a countdown one through native delayed delivery.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
 import ssl
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import livekit
 import pytest
 import rabbitnode
-import yaml
 from pkiutil import foreign_ca, load_cert, load_key, sign_leaf, write_pair
-from rabbitcluster import ClusterNode, RabbitCluster
+from rabbitcluster import Live, live_cluster, start_worker
 
-from celery_provision import acl, cli, credentials, model, render
+from celery_provision import credentials
 
 # Alone: with the rest of the suite on two cores, a joining node refused its CLI's TLS
 # distribution connection at boot and `rabbitmqctl status` took 80-120 s, some failing.
 pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
-
-HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-NODES = ("rabbitmq-1", "rabbitmq-2", "rabbitmq-3")
-
-
-@dataclass
-class Live:
-    d: model.Deployment
-    cluster: RabbitCluster
-    dir: Path
-
-    @property
-    def nodes(self) -> list[ClusterNode]:
-        return self.cluster.nodes
-
-    def env(self, host: str) -> dict[str, str]:
-        user = self.d.user(self.d.host(host), "rabbitmq")
-        urls = ";".join(f"amqps://{user}@127.0.0.1:{n.port}/celery" for n in self.nodes)
-        return os.environ | {"CP_RENDERED": str(self.dir / f"{host}.py"), "CP_BROKER_URL": urls,
-                             "CP_BROKER_TLS": "1", "PYTHONPATH": str(HERE), "CP_TIMEOUT": "20"}
-
-    def act(self, host: str, *args: str) -> dict[str, Any]:
-        out = subprocess.run([sys.executable, str(HERE / "rabbitlive_app.py"), *args], env=self.env(host),
-                             capture_output=True, text=True, timeout=90)
-        assert out.returncode == 0, out.stderr
-        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-        return result
-
-
-def _inventory(base: Path) -> Path:
-    inv = base / "inv"
-    (inv / "group_vars").mkdir(parents=True)
-    # Three nodes on one loopback address: each certificate names it and localhost, the host
-    # part of the private nodes' names.
-    hosts = {
-        "rabbitmq": {n: {"ansible_host": "127.0.0.1", "celery_provision_extra_sans": ["localhost"]} for n in NODES},
-        "redis": {"redis-1": {"ansible_host": "127.0.0.2"}},
-        "celery_workers": {"worker-1": {"ansible_host": "127.0.0.3"}},
-        "celery_clients": {"client-1": {"ansible_host": "127.0.0.4"}},
-    }
-    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {g: {"hosts": h} for g, h in hosts.items()}}}))
-    (inv / "group_vars" / "all.yml").write_text(yaml.safe_dump({
-        "celery_provision_result_backend": "rpc", "celery_provision_key_type": "ec-p256",
-        "celery_provision_signing_key_type": "rsa2048"}))
-    (inv / "group_vars" / "rabbitmq.yml").write_text(yaml.safe_dump({"rabbitmq_cluster": True}))
-    for command in ("certs issue", "credentials"):  # offline: a CA, certificates, passwords, the cookie
-        assert cli.main([*command.split(), "-i", str(inv)]) == 0
-    return inv
-
-
-def _tls_dir(d: model.Deployment, host: str, base: Path) -> Path:
-    """A node's TLS files as the role deploys them (ca.pem, server.pem, server.key)."""
-    t = base / "tls" / host
-    t.mkdir(parents=True)
-    shutil.copy(d.layout.ca_pem, t / "ca.pem")
-    shutil.copy(d.layout.cert(host, "server"), t / "server.pem")
-    shutil.copy(d.layout.key(host, "server"), t / "server.key")
-    return t
-
-
-def _start_worker(live: Live) -> subprocess.Popen[bytes]:
-    return livekit.start_worker(
-        [str(BIN / "celery"), "-A", "rabbitlive_app", "worker", "-Q", "celery", "--hostname", "worker-1@%h",
-         "-c", "1", "--without-mingle", "--without-gossip", "--loglevel", "info"],
-        live.env("worker-1"), live.dir, live.dir / "worker.log")
 
 
 @pytest.fixture(scope="module")
@@ -112,21 +40,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     reason = rabbitnode.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    base = tmp_path_factory.mktemp("cluster")
-    d = model.load(_inventory(base))
-    assert d.quorum_queues
-    with RabbitCluster(base / "nodes", [_tls_dir(d, h, base) for h in NODES], credentials.erlang_cookie(d)) as c:
-        live = Live(d, c, base)
-        users = {}
-        for host in d.apps:
-            user = d.user(host, "rabbitmq")
-            perms = acl.rabbitmq_permissions(str(host.role), host.queues, task_queues=d.task_queues,
-                                             rpc_backend=True, remote_control=d.remote_control,
-                                             quorum=d.quorum_queues)
-            users[user] = (credentials.password(d, "rabbitmq", user), perms)
-            (base / f"{host.name}.py").write_text(render.render(d, host, controller_paths=True))
-        c.nodes[0].load_users(users)  # the seed, as the role does: the others share its database
-        worker = _start_worker(live)
+    with live_cluster(tmp_path_factory.mktemp("cluster")) as live:
+        worker = start_worker(live)
         try:
             yield live
         finally:
@@ -271,9 +186,7 @@ def test_the_distribution_port_refuses_another_cas_certificate(dist: tuple[int, 
 # --- Celery on the cluster -------------------------------------------------------------------------
 
 def test_the_workers_queue_is_a_quorum_queue_with_a_member_on_every_node(live: Live) -> None:
-    rows = json.loads(live.nodes[0].ctl("list_queues", "-p", "celery", "name", "type", "members",
-                                        "--formatter", "json"))
-    [queue] = [r for r in rows if r["name"] == "celery"]
+    queue = live.cluster.queue("celery")
     assert queue["type"] == "quorum"
     assert set(queue["members"]) == {n.name for n in live.nodes}
 

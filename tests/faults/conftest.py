@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from harness import FaultRun, Worker, answers_ping
-
 from livedeploy import BROKER_SERVICES, LocalDeployment, run
 
 
@@ -38,7 +37,7 @@ def fault_run(request: pytest.FixtureRequest, local_deployment: LocalDeployment,
         records.mkdir(parents=True, mode=0o700)
         for path in (records.parent, records):
             os.chown(path, user.pw_uid, user.pw_gid)
-        r = FaultRun(scenario, local_deployment, tmp_path / scenario, records)
+        r = FaultRun(scenario, local_deployment.client_app(tmp_path / scenario / "client"), records)
         runs.append(r)
         return r
 

@@ -1,6 +1,8 @@
-"""The fault harness: a run of canary `mark` tasks against the live local deployment, whose
-executions are counted from files the worker writes (not from the result backend, which one
-of the faults restarts), and probes of the worker and the broker."""
+"""The fault harness: runs of canary `mark` tasks (`celery_provision.canary.MARK`) whose
+executions are counted from files the worker writes (not from the result backend, which some
+faults restart), and probes of the worker and the broker. A run needs only a signing client
+app: the local deployment's (conftest.py) or a cluster's (test_cluster_faults.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -66,18 +69,22 @@ class Counts:
 
 @dataclass
 class FaultRun:
-    """Canary `mark` tasks sent by a signing client; each execution leaves one file in `records`."""
+    """Canary `mark` tasks sent by *app*, a signing client; each execution leaves one file in
+    `records`."""
 
     scenario: str
-    deployment: LocalDeployment
-    workdir: Path
+    app: Any
     records: Path
-    app: Any = None
+    #: Whether the worker still runs, where the test owns it: a run gives up at once when not.
+    worker_alive: Callable[[], bool] | None = None
+    #: Send without asking for results (no rpc reply queue is declared for them).
+    ignore_result: bool = False
+    #: Errors of a send that the producer retries (the same key, after a second), as an
+    #: application would where the broker refused the publish; counted in `republished`.
+    retry_on: tuple[type[BaseException], ...] = ()
+    republished: int = 0
     keys: list[str] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.app = self.deployment.client_app(self.workdir / "client")
 
     # -- sending
     def send(self, count: int, app: Any = None) -> None:
@@ -88,7 +95,16 @@ class FaultRun:
             i = len(self.keys)
             key = f"{self.scenario}-{i:05d}"
             self.keys.append(key)
-            self.results.append(app.send_task(canary.MARK, args=[str(self.records), key, task_seconds(i)]))
+            for attempt in range(5):
+                try:
+                    self.results.append(app.send_task(canary.MARK, args=[str(self.records), key, task_seconds(i)],
+                                                      ignore_result=self.ignore_result))
+                    break
+                except self.retry_on:
+                    if attempt == 4:
+                        raise
+                    self.republished += 1
+                    time.sleep(1)
 
     # -- counting
     def counts(self) -> Counts:
@@ -98,12 +114,16 @@ class FaultRun:
     def executed(self) -> int:
         return len(os.listdir(self.records))
 
+    def _alive(self) -> None:
+        if self.worker_alive is not None and not self.worker_alive():
+            raise AssertionError(f"the worker exited during {self.scenario}")
+
     def wait_executed(self, n: int) -> None:
-        wait_for(lambda: self.executed() >= n, f"{n} executions in {self.scenario}")
+        wait_for(lambda: self._alive() or self.executed() >= n, f"{n} executions in {self.scenario}")
 
     def wait_all_done(self) -> Counts:
         """Every key executed at least once, then the queue drained and the count settled."""
-        wait_for(lambda: not self.counts().lost(self.keys), f"every task of {self.scenario} to run")
+        wait_for(lambda: self._alive() or not self.counts().lost(self.keys), f"every task of {self.scenario} to run")
         stable = {"last": -1, "quiet": 0}
 
         def settled() -> bool:
@@ -114,6 +134,18 @@ class FaultRun:
 
         wait_for(settled, f"the queue of {self.scenario} to drain", interval=0.5)
         return self.counts()
+
+    def longest_pause(self, since: float) -> float:
+        """The longest time without a task's first execution from *since* (a `time.time()`)
+        to the last one: how long the fault stopped the work (each file's mtime is its
+        execution; a duplicate run later, such as a message restored after its visibility
+        timeout, is not work that waited)."""
+        first: dict[str, float] = {}
+        for name in os.listdir(self.records):
+            key, mtime = name.split(".", 1)[0], os.stat(self.records / name).st_mtime
+            first[key] = min(mtime, first.get(key, mtime))
+        times = sorted(t for t in first.values() if t >= since)
+        return max((b - a for a, b in zip([since, *times], times, strict=False)), default=0.0)
 
     def queue_depth(self) -> int:
         """Messages ready in the task queue (redelivered ones included)."""
@@ -176,18 +208,14 @@ def answers_ping(deployment: LocalDeployment, workdir: Path, timeout: float = 30
         app.close()
 
 
-def served_certificate(deployment: LocalDeployment) -> bytes:
-    """The DER certificate RabbitMQ presents to a new connection now."""
+def served_certificate(address: str, port: int, ca: Path, cert: Path, key: Path) -> bytes:
+    """The DER certificate the TLS server at *address*:*port* presents to a new connection
+    now, seen by a client with *cert* (verified against *ca*)."""
     from celery_provision import verify
 
-    d = deployment.deployment
-    broker = d.group("rabbitmq")[0]
-    client = d.group("celery_clients")[0]
-    layout = d.layout
-    ctx = verify.tls_client_context(layout.ca_pem, layout.cert(client.name, "client"),
-                                    layout.key(client.name, "client"))
-    with socket.create_connection((broker.address, int(broker.var("rabbitmq_tls_port"))), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname=broker.address) as tls:
+    ctx = verify.tls_client_context(ca, cert, key)
+    with socket.create_connection((address, port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=address) as tls:
             return tls.getpeercert(binary_form=True)
 
 
@@ -207,6 +235,7 @@ class Publisher(threading.Thread):
         self.backlog = backlog
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self.trace = ""
 
     def run(self) -> None:
         try:
@@ -217,3 +246,4 @@ class Publisher(threading.Thread):
                     time.sleep(0.05)
         except BaseException as exc:  # reported by the test
             self.error = exc
+            self.trace = traceback.format_exc()

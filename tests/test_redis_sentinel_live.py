@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -153,6 +155,60 @@ def test_verify_fails_when_a_sentinel_names_another_primary(group: Group) -> Non
             stray.execute_command("SENTINEL", "MASTER", group.master)[b"num-slaves"]) == 2, "the Sentinel restored")
 
 
+# --------------------------------------------------------------------------- rotation
+
+
+ROTATE = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: The role (its handlers; replication.yml changes nothing)
+      ansible.builtin.include_role:
+        name: redis
+        tasks_from: replication
+    - name: New TLS files, notified as tls.yml notifies them
+      ansible.builtin.copy:
+        src: "{{ item.src }}"
+        dest: "{{ redis_tls_dir }}/{{ item.dest }}"
+        mode: "0600"
+      loop:
+        - {src: "{{ rotate_cert }}", dest: server.pem}
+        - {src: "{{ rotate_key }}", dest: server.key}
+      notify: Reload redis TLS
+"""
+
+
+def test_the_roles_tls_handler_makes_each_running_server_serve_a_rotated_certificate(group: Group) -> None:
+    """The `Reload redis TLS` handler (CONFIG SET of the TLS files, logged in with the host's
+    server certificate): the same process serves the new certificate, nothing restarts (a
+    restart would reach no service here: `_redis_service` names none)."""
+    from celery_provision import pki
+
+    d = group.deployment
+    hosts = [n.name for n in group.nodes]
+    pids = {n.name: n.pid("redis") for n in group.nodes}
+    assert pki.issue(d, renew_within_days=400, only=hosts).count("renewed") == len(hosts)
+    for n in group.nodes:
+        out = group.tmp / f"rotate-{n.name}"
+        out.mkdir()
+        changed = _run_role(group, n, out, ROTATE, rotate_cert=str(d.layout.cert(n.name, "server")),
+                            rotate_key=str(d.layout.key(n.name, "server")), _redis_service="no-such-service")
+        assert changed == 2  # the files, and the handler's CONFIG SET
+        leaf = d.layout.cert(n.name, "server").read_text().split("-----END CERTIFICATE-----")[0]
+        assert _served(group, n) == ssl.PEM_cert_to_DER_cert(leaf + "-----END CERTIFICATE-----\n")
+    assert {n.name: n.pid("redis") for n in group.nodes} == pids
+
+
+def _served(group: Group, node: Node) -> bytes:
+    """The DER certificate *node*'s server presents to a new TLS connection now."""
+    ctx = ssl.create_default_context(cafile=group.tls["ssl_ca_certs"])
+    ctx.load_cert_chain(group.tls["ssl_certfile"], group.tls["ssl_keyfile"])
+    ctx.check_hostname = False
+    with socket.create_connection((node.address, group.port), timeout=5) as sock:
+        with ctx.wrap_socket(sock) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
 # --------------------------------------------------------------------------- Celery through Sentinel
 
 
@@ -224,9 +280,10 @@ PLAY = """
 """
 
 
-def _run_role(group: Group, node: Node, out: Path) -> int:
-    """The redis role's replication.yml and managed.yml for *node*, on this machine, writing
-    into *out*; the number of changed tasks."""
+def _run_role(group: Group, node: Node, out: Path, play: str = PLAY, **extra: Any) -> int:
+    """*play* (by default the redis role's replication.yml and managed.yml) for *node*, on
+    this machine, writing into *out*, with *extra* host variables; the number of changed
+    tasks."""
     host = {**platform_vars(), **group.inputs[node.name], "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable, "redis_tls_dir": str(node.dir / "tls"),
             "redis_openssl_conf_path": str(out / "openssl.cnf"), "_redis_user": "root", "_redis_group": "root",
@@ -234,10 +291,10 @@ def _run_role(group: Group, node: Node, out: Path) -> int:
             "_redis_pid_file": str(out / "redis.pid"), "_redis_log_file": str(out / "redis.log"),
             "_redis_sentinel_pid_file": str(out / "sentinel.pid"),
             "_redis_sentinel_log_file": str(out / "sentinel.log"), "_redis_data_dir": str(out),
-            "_redis_aclfile_path": str(out / "users.acl")}
+            "_redis_aclfile_path": str(out / "users.acl"), **extra}
     # JSON is YAML; ansible-core's tagged strings dump as plain ones.
     (out / "inv.yml").write_text(json.dumps({"all": {"hosts": {str(node.name): host}}}, default=str))
-    (out / "play.yml").write_text(PLAY)
+    (out / "play.yml").write_text(play)
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(out / "inv.yml"),
                            str(out / "play.yml")], capture_output=True, text=True, cwd=REPO, timeout=120,
                           env=dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1"))

@@ -22,7 +22,6 @@ from harness import (
     served_certificate,
     wait_for,
 )
-
 from livedeploy import REPO, LocalDeployment, platform_var, run
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -31,6 +30,26 @@ pytestmark = [pytest.mark.live, pytest.mark.slow]
 def _report(r: FaultRun, counts: Counts, at_fault: int) -> None:
     print(f"\n{counts.line(r.keys)} executed-before-fault={at_fault} "
           f"results-missing-from-backend={r.results_missing()}")
+
+
+def _served_certificate(local_deployment: LocalDeployment, service: str = "rabbitmq") -> bytes:
+    """What the *service* server presents to a new connection of the deployment's client now."""
+    d = local_deployment.deployment
+    client = d.group("celery_clients")[0]
+    (endpoint, *_) = d.endpoints(service)
+    return served_certificate(endpoint.address, endpoint.port, d.layout.ca_pem,
+                              d.layout.cert(client.name, "client"), d.layout.key(client.name, "client"))
+
+
+def _rotation_play(tmp_path: Path, tier: str) -> Path:
+    """The controller play and one tier's play (playbooks/TIER.yml), as a rotation runs them."""
+    playbook = tmp_path / f"rotate-{tier}.yml"
+    playbook.write_text(
+        "---\n"
+        f"- name: Controller\n  ansible.builtin.import_playbook: {REPO}/playbooks/controller.yml\n"
+        f"- name: {tier}\n  ansible.builtin.import_playbook: {REPO}/playbooks/{tier}.yml\n"
+    )
+    return playbook
 
 
 def _run_through(r: FaultRun, worker: Worker, inject) -> tuple[Counts, int]:
@@ -88,15 +107,10 @@ def test_rotating_the_rabbitmq_certificate_mid_run_loses_no_task(
 
     d = local_deployment.deployment
     broker = d.group("rabbitmq")[0].name
-    old = served_certificate(local_deployment)
+    old = _served_certificate(local_deployment)
     main = worker.main_pid()
     r = fault_run("rotate-rabbitmq-cert")
-    playbook = tmp_path / "rotate.yml"
-    playbook.write_text(
-        "---\n"
-        f"- name: Controller\n  ansible.builtin.import_playbook: {REPO}/playbooks/controller.yml\n"
-        f"- name: RabbitMQ\n  ansible.builtin.import_playbook: {REPO}/playbooks/rabbitmq.yml\n"
-    )
+    playbook = _rotation_play(tmp_path, "rabbitmq")
 
     publisher = Publisher(r)
     publisher.start()
@@ -112,7 +126,7 @@ def test_rotating_the_rabbitmq_certificate_mid_run_loses_no_task(
     at_fault = r.executed()
 
     new = pem_to_der(d.layout.cert(broker, "server"))
-    assert served_certificate(local_deployment) == new != old
+    assert _served_certificate(local_deployment) == new != old
     fresh = local_deployment.client_app(tmp_path / "fresh")  # a new TLS connection: new cert
     try:
         r.send(max(100, TASKS - len(r.keys)), app=fresh)
@@ -122,6 +136,41 @@ def test_rotating_the_rabbitmq_certificate_mid_run_loses_no_task(
     _report(r, counts, at_fault)
     print(f"tasks in flight when the play finished: {in_flight_at_swap}")
     assert in_flight_at_swap > 0, "nothing was in flight during the rotation"
+    assert counts.lost(r.keys) == []
+    assert worker.main_pid() == main, "the worker was restarted"
+    assert answers_ping(local_deployment, tmp_path / "after")
+
+
+def test_rotating_the_redis_certificate_mid_run_loses_no_task(
+    local_deployment: LocalDeployment, fault_run, worker: Worker, tmp_path: Path
+) -> None:
+    """Reissue the (lone) Redis server's certificate and push it with the redis play while
+    results are being written: the role restarts the server (its certificate is for serving
+    only: nothing on its host can log in to reload it), which then serves the new one; no
+    task is lost and the worker rides through."""
+    from celery_provision import pki
+
+    d = local_deployment.deployment
+    server = d.group("redis")[0].name
+    old = _served_certificate(local_deployment, "redis")
+    main = worker.main_pid()
+    r = fault_run("rotate-redis-cert")
+    publisher = Publisher(r)
+    publisher.start()
+    try:
+        r.wait_executed(200)
+        assert pki.issue(d, renew_within_days=400, only=[server]).count("renewed") == 1
+        run("ansible-playbook", "-i", local_deployment.inventory, _rotation_play(tmp_path, "redis"))
+        in_flight = len(r.keys) - r.executed()
+    finally:
+        publisher.stop.set()
+        publisher.join()
+    assert publisher.error is None, repr(publisher.error)
+    at_fault = r.executed()
+    counts = r.wait_all_done()
+    _report(r, counts, at_fault)
+    assert in_flight > 0, "nothing was in flight during the rotation"
+    assert _served_certificate(local_deployment, "redis") == pem_to_der(d.layout.cert(server, "server")) != old
     assert counts.lost(r.keys) == []
     assert worker.main_pid() == main, "the worker was restarted"
     assert answers_ping(local_deployment, tmp_path / "after")

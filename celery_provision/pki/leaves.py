@@ -23,6 +23,9 @@ from .certs import EKU, SKEW, cert_pem, name, now
 from .keys import Key, generate_key, hash_for, key_pem, key_type_of
 from .state import record
 
+#: A SAN written as DNS name although it reads as an IP address (a cluster node's address).
+DNS_PREFIX = "dns:"
+
 if TYPE_CHECKING:
     from ..model import Deployment
 
@@ -65,7 +68,11 @@ def leaf_specs(d: Deployment) -> list[LeafSpec]:
             both = (h.is_rabbitmq and clustered) or (h.is_redis and replicated)
             eku = ("serverAuth", "clientAuth") if both else ("serverAuth",)
             services = [d.service_name(g) for g in ("rabbitmq", "redis") if g in h.groups]
-            sans = tuple(dict.fromkeys([*h.sans, *(n for n in services if n)]))
+            # A cluster node's name is rabbit@<address>, and Erlang's inet_tls_dist checks that
+            # host part as a DNS name, never against an iPAddress SAN (OTP 25:
+            # {bad_cert,hostname_check_failed}): the address is a DNS name too.
+            node = [f"{DNS_PREFIX}{h.address}"] if h.is_rabbitmq and clustered and is_ip(h.address) else []
+            sans = tuple(dict.fromkeys([*h.sans, *(n for n in services if n), *node]))
             specs.append(LeafSpec(h.name, "server", s.key_type, sans, eku, s.leaf_days))
         if h.is_app:
             specs.append(LeafSpec(h.name, "client", s.key_type, (h.name,), ("clientAuth",), s.leaf_days))
@@ -79,7 +86,8 @@ def spec_of(cert: x509.Certificate, spec: LeafSpec) -> str:
     """The fingerprint the certificate on disk satisfies, for comparison with *spec*'s."""
     try:
         sans = tuple(
-            str(n.value) for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            f"{DNS_PREFIX}{n.value}" if isinstance(n, x509.DNSName) and is_ip(n.value) else str(n.value)
+            for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         )
     except x509.ExtensionNotFound:
         sans = ()
@@ -96,6 +104,8 @@ def spec_of(cert: x509.Certificate, spec: LeafSpec) -> str:
 
 
 def _san(value: str) -> x509.GeneralName:
+    if value.startswith(DNS_PREFIX):
+        return x509.DNSName(value.removeprefix(DNS_PREFIX))
     return x509.IPAddress(ipaddress.ip_address(value)) if is_ip(value) else x509.DNSName(value)
 
 

@@ -82,7 +82,8 @@ def context(d: Deployment, host: Host, *, controller_paths: bool = False) -> dic
         user = "" if s.auth == "x509" else quote(d.user(host, "rabbitmq"))
         netlocs = [_netloc(e.address, e.port) for e in endpoints]
     elif sentinel is not None:  # every Sentinel: kombu asks them for the primary
-        scheme, path, user, netlocs = "sentinel", str(s.broker_db), sentinel["user_quoted"], sentinel["netlocs"]
+        scheme, path, user = "sentinel", str(s.broker_db), str(sentinel["user_quoted"])
+        netlocs = list(sentinel["netlocs"])
     else:
         scheme, path, user = "rediss", str(s.broker_db), quote(d.user(host, "redis"))
         netlocs = [_netloc(e.address, e.port) for e in endpoints]

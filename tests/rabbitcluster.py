@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import livekit
+import pytest
 import yaml
-from rabbitnode import _BIN, _DIST_OFFSET, RabbitNode
+from rabbitnode import _BIN, _DIST_OFFSET, RabbitNode, unavailable_reason
 
 from celery_provision import acl, cli, credentials, model, render
 
@@ -314,7 +315,11 @@ def start_worker(live: Live, concurrency: int = 1) -> Any:
 def live_cluster(base: Path) -> Iterator[Live]:
     """The cluster inventory's deployment on a fresh three-node cluster under *base*: every
     identity's RabbitMQ user with the permissions `acl.rabbitmq_permissions` gives it (loaded
-    on the seed, as the role does), and each host's configuration rendered. Stopped on exit."""
+    on the seed, as the role does), and each host's configuration rendered. Stopped on exit;
+    the test is skipped where RabbitMQ cannot run."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
     d = model.load(cluster_inventory(base))
     assert d.quorum_queues
     tls_dirs = [install_tls(d, h, base / "tls" / h) for h in NODES]

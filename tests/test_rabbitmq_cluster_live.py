@@ -24,7 +24,6 @@ from pathlib import Path
 
 import livekit
 import pytest
-import rabbitnode
 from pkiutil import foreign_ca, load_cert, load_key, sign_leaf, write_pair
 from rabbitcluster import Live, live_cluster, start_worker
 
@@ -37,9 +36,6 @@ pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    reason = rabbitnode.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
     with live_cluster(tmp_path_factory.mktemp("cluster")) as live:
         worker = start_worker(live)
         try:

@@ -14,7 +14,8 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,12 @@ class FaultRun:
         times = sorted(t for t in first.values() if t >= since)
         return max((b - a for a, b in zip([since, *times], times, strict=False)), default=0.0)
 
+    def report(self, counts: Counts, fault_at: float) -> str:
+        """The scenario's line: sent, completed, duplicates, lost, the recovery time from
+        *fault_at* (a `time.time()`), and the publishes the producer had to repeat."""
+        return (f"{counts.line(self.keys)} recovery={self.longest_pause(fault_at):.1f}s"
+                f" republished={self.republished}")
+
     def queue_depth(self) -> int:
         """Messages ready in the task queue (redelivered ones included)."""
         with self.app.connection_for_write() as conn:
@@ -247,3 +254,17 @@ class Publisher(threading.Thread):
         except BaseException as exc:  # reported by the test
             self.error = exc
             self.trace = traceback.format_exc()
+
+
+@contextmanager
+def tasks_flowing(fault_run: FaultRun) -> Iterator[None]:
+    """A `Publisher` keeping *fault_run*'s tasks flowing for the duration of the block; it
+    stops sending at the block's end, and the block fails if a send failed."""
+    publisher = Publisher(fault_run)
+    publisher.start()
+    try:
+        yield
+    finally:
+        publisher.stop.set()
+        publisher.join()
+    assert publisher.error is None, publisher.trace

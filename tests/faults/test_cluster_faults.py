@@ -19,8 +19,7 @@ from typing import Any
 import amqp.exceptions
 import livekit
 import pytest
-import rabbitnode
-from harness import TASKS, Counts, FaultRun, Publisher, pem_to_der, served_certificate
+from harness import TASKS, FaultRun, pem_to_der, served_certificate, tasks_flowing
 from rabbitcluster import NODES, ClusterNode, Live, install_tls, live_cluster, start_worker
 
 pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
@@ -28,9 +27,6 @@ pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    reason = rabbitnode.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
     with live_cluster(tmp_path_factory.mktemp("cluster-faults")) as live:
         yield live
 
@@ -64,10 +60,6 @@ def fault_run(live: Live, worker: Any, tmp_path: Path) -> Iterator[Callable[[str
         r.close()
 
 
-def _report(r: FaultRun, counts: Counts, fault_at: float) -> None:
-    print(f"\n{counts.line(r.keys)} recovery={r.longest_pause(fault_at):.1f}s republished={r.republished}")
-
-
 def _restart(node: ClusterNode) -> None:
     node.launch()
     node.await_boot()
@@ -98,7 +90,7 @@ def test_stopping_the_task_queues_leader_mid_run_loses_no_task(live: Live, worke
         new_leader = live.cluster.queue("celery", node=survivor)["leader"]
     finally:
         _restart(leader)
-    _report(r, counts, fault_at)
+    print("\n" + r.report(counts, fault_at))
     assert new_leader != leader.name
     assert counts.lost(r.keys) == []
     assert worker.poll() is None, "the worker exited"
@@ -114,9 +106,7 @@ def test_rotating_every_nodes_certificate_with_tasks_flowing_loses_no_task(live:
 
     old = {n.name: _served(live, n) for n in live.nodes}
     r = fault_run("rotate-cluster-certs")
-    publisher = Publisher(r)
-    publisher.start()
-    try:
+    with tasks_flowing(r):
         r.wait_executed(100)
         fault_at = time.time()
         assert pki.issue(live.d, renew_within_days=400, only=list(NODES)).count("renewed") == len(NODES)
@@ -124,13 +114,9 @@ def test_rotating_every_nodes_certificate_with_tasks_flowing_loses_no_task(live:
             install_tls(live.d, host, node.tls_dir)
             node.ctl("eval", "ssl:clear_pem_cache().")
         in_flight = len(r.keys) - r.executed()
-    finally:
-        publisher.stop.set()
-        publisher.join()
-    assert publisher.error is None, publisher.trace
     r.send(max(100, TASKS - len(r.keys)))
     counts = r.wait_all_done()
-    _report(r, counts, fault_at)
+    print("\n" + r.report(counts, fault_at))
     assert in_flight > 0, "nothing was in flight during the rotation"
     for host, node in zip(NODES, live.nodes, strict=True):
         assert _served(live, node) == pem_to_der(live.d.layout.cert(host, "server")) != old[node.name]
@@ -143,23 +129,17 @@ def test_a_rolling_restart_of_every_node_loses_no_task(live: Live, worker: Any, 
     the next (the nodes rejoin over TLS distribution with the rotated certificates), while a
     publisher keeps tasks in flight."""
     r = fault_run("rolling-restart")
-    publisher = Publisher(r)
-    publisher.start()
-    try:
+    with tasks_flowing(r):
         r.wait_executed(50)
         fault_at = time.time()
         for node in live.nodes:
             node.await_quorum_plus_one()
             node.halt()
             _restart(node)
-    finally:
-        publisher.stop.set()
-        publisher.join()
-    assert publisher.error is None, publisher.trace
     if len(r.keys) < TASKS:
         r.send(TASKS - len(r.keys))
     counts = r.wait_all_done()
-    _report(r, counts, fault_at)
+    print("\n" + r.report(counts, fault_at))
     assert counts.lost(r.keys) == []
     assert worker.poll() is None, "the worker exited"
     assert _three_running(live)

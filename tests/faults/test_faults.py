@@ -15,11 +15,11 @@ from harness import (
     TASKS,
     Counts,
     FaultRun,
-    Publisher,
     Worker,
     answers_ping,
     pem_to_der,
     served_certificate,
+    tasks_flowing,
     wait_for,
 )
 from livedeploy import REPO, LocalDeployment, platform_var, run
@@ -112,17 +112,11 @@ def test_rotating_the_rabbitmq_certificate_mid_run_loses_no_task(
     r = fault_run("rotate-rabbitmq-cert")
     playbook = _rotation_play(tmp_path, "rabbitmq")
 
-    publisher = Publisher(r)
-    publisher.start()
-    try:
+    with tasks_flowing(r):
         r.wait_executed(200)
         assert pki.issue(d, renew_within_days=400, only=[broker]).count("renewed") == 1
         run("ansible-playbook", "-i", local_deployment.inventory, playbook)
         in_flight_at_swap = len(r.keys) - r.executed()
-    finally:
-        publisher.stop.set()
-        publisher.join()
-    assert publisher.error is None, repr(publisher.error)
     at_fault = r.executed()
 
     new = pem_to_der(d.layout.cert(broker, "server"))
@@ -155,17 +149,11 @@ def test_rotating_the_redis_certificate_mid_run_loses_no_task(
     old = _served_certificate(local_deployment, "redis")
     main = worker.main_pid()
     r = fault_run("rotate-redis-cert")
-    publisher = Publisher(r)
-    publisher.start()
-    try:
+    with tasks_flowing(r):
         r.wait_executed(200)
         assert pki.issue(d, renew_within_days=400, only=[server]).count("renewed") == 1
         run("ansible-playbook", "-i", local_deployment.inventory, _rotation_play(tmp_path, "redis"))
         in_flight = len(r.keys) - r.executed()
-    finally:
-        publisher.stop.set()
-        publisher.join()
-    assert publisher.error is None, repr(publisher.error)
     at_fault = r.executed()
     counts = r.wait_all_done()
     _report(r, counts, at_fault)

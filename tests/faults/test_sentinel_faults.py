@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import TASKS, Counts, FaultRun, Publisher, pem_to_der, served_certificate
+from harness import TASKS, FaultRun, pem_to_der, served_certificate, tasks_flowing
 from sentinelgroup import Group, Node, sentinel_group, wait
 
 pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
@@ -94,10 +94,6 @@ def fault_run(group: Group, worker: Any, tmp_path: Path) -> Iterator[Callable[[s
         r.close()
 
 
-def _report(r: FaultRun, counts: Counts, fault_at: float) -> None:
-    print(f"\n{counts.line(r.keys)} recovery={r.longest_pause(fault_at):.1f}s")
-
-
 def _served(group: Group, node: Node, port: int) -> bytes:
     tls = group.tls
     return served_certificate(node.address, port, Path(tls["ssl_ca_certs"]), Path(tls["ssl_certfile"]),
@@ -120,9 +116,7 @@ def test_rotating_every_certificate_with_tasks_flowing_loses_no_task(group: Grou
     servers = {n.name: n.pid("redis") for n in group.nodes}
     old = {n.name: _served(group, n, group.port) for n in group.nodes}
     r = fault_run("rotate-redis-group")
-    publisher = Publisher(r)
-    publisher.start()
-    try:
+    with tasks_flowing(r):
         r.wait_executed(100)
         fault_at = time.time()
         assert pki.issue(d, renew_within_days=400, only=hosts).count("renewed") == len(hosts)
@@ -138,13 +132,9 @@ def test_rotating_every_certificate_with_tasks_flowing_loses_no_task(group: Grou
             n.start("sentinel")
             wait(lambda: _sentinels_agree(group, group.nodes), f"{n.name}'s Sentinel back in the quorum", 60)
         in_flight = len(r.keys) - r.executed()
-    finally:
-        publisher.stop.set()
-        publisher.join()
-    assert publisher.error is None, repr(publisher.error)
     r.send(max(100, TASKS - len(r.keys)))
     counts = r.wait_all_done()
-    _report(r, counts, fault_at)
+    print("\n" + r.report(counts, fault_at))
     assert in_flight > 0, "nothing was in flight during the rotation"
     for n in group.nodes:
         new = pem_to_der(d.layout.cert(n.name, "server"))
@@ -173,7 +163,7 @@ def test_killing_the_primary_mid_run_loses_no_task(group: Group, worker: Any, fa
     old.kill("redis")
     new = wait(lambda: group.settled_primary(old), "the Sentinels to promote a replica", 60)
     counts = r.wait_all_done()
-    _report(r, counts, fault_at)
+    print("\n" + r.report(counts, fault_at))
     print(f"promoted {new[0]}; failover and every task done")
     assert new[0] != old.address
     assert counts.lost(r.keys) == []

@@ -19,7 +19,7 @@ if (($#)); then
 fi
 # Four processes: the live deployment's tests in one, each Molecule scenario in its own,
 # the rest spread over them (see tests/conftest.py). Then the tests marked `alone` (a
-# three-node RabbitMQ cluster, the cluster's and the Sentinel group's faults) on a quiet machine. Both run; the first failure's code wins.
+# three-node RabbitMQ cluster and the cluster's faults) on a quiet machine. Both run; the first failure's code wins.
 rc=0
 .venv/bin/pytest -n 4 --dist loadgroup --durations=20 -p no:cacheprovider -m "not alone" || rc=$?
 .venv/bin/pytest --durations=5 -p no:cacheprovider -m alone || { r=$?; ((rc)) || rc=$r; }

@@ -119,6 +119,8 @@ def console() -> Callable[..., Result]:
 # --------------------------------------------------------------------------- parallel runs
 
 _SERIAL_GROUPS = {
+    # Its own replicated Redis and worker (no RabbitMQ cluster: it need not run alone).
+    "tests/faults/test_sentinel_faults.py": "sentinel-faults",
     # Everything that uses the one live deployment on this machine runs in one process.
     "tests/faults/": "live",
     "tests/security/": "live",

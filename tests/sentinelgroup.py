@@ -255,15 +255,18 @@ def celery_config(source: str) -> dict[str, Any]:
 
 
 @contextmanager
-def sentinel_group(tmp: Path, variables: Mapping[str, Any] | None = None) -> Iterator[Group]:
+def sentinel_group(tmp: Path, variables: Mapping[str, Any] | None = None, ports: range = range(6420, 6440)
+                   ) -> Iterator[Group]:
     """The three-host group of this module's docstring under *tmp*, started (servers, replicas
     linked, three Sentinels that know each other), with a worker (worker-1) and a producer
-    (client-1) in the inventory; *variables* add to its group_vars/all. Killed on exit."""
+    (client-1) in the inventory; *variables* add to its group_vars/all. The servers take a
+    port of *ports*, the Sentinels the same one plus 20000: each module its own range, as
+    xdist runs modules side by side. Killed on exit."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     from celery_provision import export, render
 
-    port, sentinel_port = _free_port(range(6420, 6440)), _free_port(range(26420, 26440))
+    port, sentinel_port = _free_port(ports), _free_port(range(ports.start + 20000, ports.stop + 20000))
     ports = {"redis_tls_port": port, "redis_sentinel_port": sentinel_port,
              # Shortened for the test (role variables): a failover within seconds.
              "redis_sentinel_down_after_ms": 1000, "redis_sentinel_failover_timeout_ms": 5000}

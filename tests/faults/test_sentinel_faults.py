@@ -23,7 +23,7 @@ import pytest
 from harness import TASKS, FaultRun, pem_to_der, served_certificate, tasks_flowing
 from sentinelgroup import Group, Node, sentinel_group, wait
 
-pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 VISIBILITY_TIMEOUT = 20
 
@@ -45,7 +45,7 @@ app.task(name=canary.MARK)(canary.mark_execution)
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
     variables = {"celery_provision_visibility_timeout": VISIBILITY_TIMEOUT}
-    with sentinel_group(tmp_path_factory.mktemp("sentinel-faults"), variables) as g:
+    with sentinel_group(tmp_path_factory.mktemp("sentinel-faults"), variables, ports=range(6440, 6460)) as g:
         yield g
 
 

@@ -21,6 +21,6 @@ fi
 # the rest spread over them (see tests/conftest.py). Then the tests marked `alone` (a
 # three-node RabbitMQ cluster and the cluster's faults) on a quiet machine. Both run; the first failure's code wins.
 rc=0
-.venv/bin/pytest -n 4 --dist loadgroup --durations=20 -p no:cacheprovider -m "not alone" || rc=$?
+.venv/bin/pytest -n 4 --dist loadgroup --no-loadscope-reorder --durations=20 -p no:cacheprovider -m "not alone" || rc=$?
 .venv/bin/pytest --durations=5 -p no:cacheprovider -m alone || { r=$?; ((rc)) || rc=$r; }
 exit "$rc"

@@ -14,18 +14,22 @@ a countdown one through native delayed delivery.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import livekit
 import pytest
+import yaml
 from pkiutil import foreign_ca, load_cert, load_key, sign_leaf, write_pair
-from rabbitcluster import Live, live_cluster, start_worker
+from rabbitcluster import BIN, REPO, ClusterNode, Live, live_cluster, start_worker
+from rabbitnode import _BIN
 
 from celery_provision import credentials
 
@@ -193,3 +197,50 @@ def test_a_task_completes_over_the_cluster(live: Live) -> None:
 
 def test_a_countdown_task_completes_through_native_delayed_delivery(live: Live) -> None:
     assert live.act("client-1", "countdown") == {"ok": True, "value": 5}
+
+
+# --- the role's restart of a cluster node (last: one test stops a node) ---------------------------
+
+#: What the role's restart step is aimed at here: a service that does not exist, so the tests
+#: never restart this machine's own broker, and show by where the run stops how far it got.
+NO_SUCH_SERVICE = "celery-provision-test-no-such-service"
+WAIT_TASK = "rabbitmq : Restart | Wait until every quorum queue keeps its majority without this node"
+RESTART_TASK = "rabbitmq : Restart | Restart rabbitmq"
+
+
+def _role_restart(node: ClusterNode, tmp_path: Path, timeout: int) -> str:
+    """Run the role's restart of one node (tasks/restart.yml, which the `Restart rabbitmq`
+    handler includes for each node in turn) against *node*, with the node's CLI environment
+    (TLS distribution, its cookie). Return the task the run failed in."""
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "tasks": [{"ansible.builtin.include_role": {"name": "rabbitmq", "tasks_from": "restart.yml"}}]}]
+    (tmp_path / "restart.yml").write_text(yaml.safe_dump(play))
+    extra = {"rabbitmq_cluster": True, "rabbitmq_nodename": node.name, "rabbitmq_restart_quorum_timeout": timeout,
+             "_rabbitmq_upgrade": str(_BIN / "rabbitmq-upgrade"), "_rabbitmq_service": NO_SUCH_SERVICE,
+             "ansible_python_interpreter": sys.executable}
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-e", json.dumps(extra),
+                           str(tmp_path / "restart.yml")], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout + 120,
+                          env=node._env() | {"ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
+                                             "ANSIBLE_LOCALHOST_WARNING": "False"})
+    assert proc.returncode != 0, f"the restart of {NO_SUCH_SERVICE} succeeded?\n{proc.stdout[-3000:]}"
+    failed = proc.stdout[:proc.stdout.index("fatal: ")]
+    return failed[failed.rindex("TASK [") + len("TASK ["):].split("]")[0]
+
+
+def test_the_roles_restart_of_a_node_goes_ahead_when_every_peer_is_up(live: Live, tmp_path: Path) -> None:
+    assert _role_restart(live.nodes[1], tmp_path, timeout=30) == RESTART_TASK
+
+
+def test_the_roles_restart_of_a_node_waits_while_a_peer_is_down_and_leaves_the_node_running(
+        live: Live, tmp_path: Path) -> None:
+    """With one node down, stopping a second would leave the quorum queue one member of
+    three: the role waits for the peer, and past its timeout fails before the restart."""
+    down, target = live.nodes[2], live.nodes[1]
+    down.halt()
+    try:
+        assert _role_restart(target, tmp_path, timeout=5) == WAIT_TASK
+    finally:
+        down.launch()
+        down.await_boot()
+    assert set(live.cluster.status()["running_nodes"]) == {n.name for n in live.nodes}

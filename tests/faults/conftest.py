@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import FaultRun, Worker, answers_ping
+from harness import FaultRun, Worker, answers_ping, fault_runs
 from livedeploy import BROKER_SERVICES, LocalDeployment, run
 
 
@@ -29,22 +29,19 @@ def fault_run(request: pytest.FixtureRequest, local_deployment: LocalDeployment,
     After the test the deployment is left healthy for the tests that share it: both brokers
     running, and the worker answering a signed canary task (restarted only if it does not:
     the test itself has already judged whether it came back on its own)."""
-    runs: list[FaultRun] = []
     user = pwd.getpwnam(worker.user)
+    made: list[Path] = []
 
-    def make(scenario: str) -> FaultRun:
+    def new(scenario: str) -> FaultRun:
         records = worker.state_dir / "faults" / f"{scenario}-{uuid.uuid4().hex[:8]}"
         records.mkdir(parents=True, mode=0o700)
+        made.append(records)
         for path in (records.parent, records):
             os.chown(path, user.pw_uid, user.pw_gid)
-        r = FaultRun(scenario, local_deployment.client_app(tmp_path / scenario / "client"), records)
-        runs.append(r)
-        return r
+        return FaultRun(scenario, local_deployment.client_app(tmp_path / scenario / "client"), records)
 
-    yield make
-
-    for r in runs:
-        r.close()
+    with fault_runs(new) as make:
+        yield make
     for name in BROKER_SERVICES:
         if run("service", name, "status", check=False).returncode != 0:
             local_deployment.service(name, "start")
@@ -52,8 +49,8 @@ def fault_run(request: pytest.FixtureRequest, local_deployment: LocalDeployment,
         local_deployment.service(local_deployment.worker_service, "restart")
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.passed:  # keep the records of a failed run to look at
-        for r in runs:
-            shutil.rmtree(r.records, ignore_errors=True)
+        for records in made:
+            shutil.rmtree(records, ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

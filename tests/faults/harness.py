@@ -215,6 +215,23 @@ def answers_ping(deployment: LocalDeployment, workdir: Path, timeout: float = 30
         app.close()
 
 
+@contextmanager
+def fault_runs(new: Callable[[str], FaultRun]) -> Iterator[Callable[[str], FaultRun]]:
+    """The fixtures' factory of runs: `make(scenario)` returns *new*(scenario), and every run
+    made is closed on exit."""
+    runs: list[FaultRun] = []
+
+    def make(scenario: str) -> FaultRun:
+        runs.append(new(scenario))
+        return runs[-1]
+
+    try:
+        yield make
+    finally:
+        for r in runs:
+            r.close()
+
+
 def served_certificate(address: str, port: int, ca: Path, cert: Path, key: Path) -> bytes:
     """The DER certificate the TLS server at *address*:*port* presents to a new connection
     now, seen by a client with *cert* (verified against *ca*)."""

@@ -19,7 +19,7 @@ from typing import Any
 import amqp.exceptions
 import livekit
 import pytest
-from harness import TASKS, FaultRun, pem_to_der, served_certificate, tasks_flowing
+from harness import TASKS, FaultRun, fault_runs, pem_to_der, served_certificate, tasks_flowing
 from rabbitcluster import NODES, ClusterNode, Live, install_tls, live_cluster, start_worker
 
 pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
@@ -41,9 +41,7 @@ def worker(live: Live) -> Iterator[Any]:
 
 @pytest.fixture
 def fault_run(live: Live, worker: Any, tmp_path: Path) -> Iterator[Callable[[str], FaultRun]]:
-    runs: list[FaultRun] = []
-
-    def make(scenario: str) -> FaultRun:
+    def new(scenario: str) -> FaultRun:
         records = tmp_path / scenario
         records.mkdir()
         # Results ignored: the rpc backend's reply queue is a transient classic queue on the
@@ -51,13 +49,11 @@ def fault_run(live: Live, worker: Any, tmp_path: Path) -> Iterator[Callable[[str
         # (404, "process is stopped by supervisor"); executions are counted from files.
         # A publish into a node that is stopping may be refused with a connection error
         # kombu does not retry (541 INTERNAL_ERROR): the producer sends that task again.
-        runs.append(FaultRun(scenario, live.app("client-1"), records, worker_alive=lambda: worker.poll() is None,
-                             ignore_result=True, retry_on=(amqp.exceptions.ConnectionError,)))
-        return runs[-1]
+        return FaultRun(scenario, live.app("client-1"), records, worker_alive=lambda: worker.poll() is None,
+                        ignore_result=True, retry_on=(amqp.exceptions.ConnectionError,))
 
-    yield make
-    for r in runs:
-        r.close()
+    with fault_runs(new) as make:
+        yield make
 
 
 def _restart(node: ClusterNode) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import TASKS, FaultRun, pem_to_der, served_certificate, tasks_flowing
+from harness import TASKS, FaultRun, fault_runs, pem_to_der, served_certificate, tasks_flowing
 from sentinelgroup import Group, Node, sentinel_group, wait
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -78,20 +78,16 @@ def fault_run(group: Group, worker: Any, tmp_path: Path) -> Iterator[Callable[[s
 
     from celery_provision.runtime import secure
 
-    runs: list[FaultRun] = []
-
-    def make(scenario: str) -> FaultRun:
+    def new(scenario: str) -> FaultRun:
         records = tmp_path / scenario
         records.mkdir()
         app = Celery("sentinelfaults", set_as_current=False)
         app.config_from_object(group.configs["client-1"], force=True)
         secure(app)
-        runs.append(SentinelRun(scenario, app, records, worker_alive=lambda: worker.poll() is None, group=group))
-        return runs[-1]
+        return SentinelRun(scenario, app, records, worker_alive=lambda: worker.poll() is None, group=group)
 
-    yield make
-    for r in runs:
-        r.close()
+    with fault_runs(new) as make:
+        yield make
 
 
 def _served(group: Group, node: Node, port: int) -> bytes:

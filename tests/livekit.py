@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+import ssl
 import subprocess
 import time
 import types
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["rendered_config", "role_filters", "start_worker", "stop_worker"]
+__all__ = ["pem_to_der", "rendered_config", "role_filters", "served_certificate", "start_worker", "stop_worker"]
 
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 
@@ -78,3 +80,20 @@ def rendered_config(path: str, broker_url: str | None, backend: str | None, queu
         cfg["task_queues"] = {name: {**options, "durable": True, "queue_arguments": {"x-queue-type": queue_type}}
                               for name, options in cfg["task_queues"].items()}
     return cfg
+
+
+def served_certificate(address: str, port: int, ca: Path, cert: Path, key: Path) -> bytes:
+    """The DER certificate the TLS server at *address*:*port* presents to a new connection
+    now, seen by a client with *cert* (verified against *ca*)."""
+    from celery_provision import verify
+
+    ctx = verify.tls_client_context(ca, cert, key)
+    with socket.create_connection((address, port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=address) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def pem_to_der(path: Path) -> bytes:
+    """The first certificate of the PEM file *path*, as DER (what `served_certificate` returns)."""
+    return ssl.PEM_cert_to_DER_cert(path.read_text().split("-----END CERTIFICATE-----")[0]
+                                    + "-----END CERTIFICATE-----\n")

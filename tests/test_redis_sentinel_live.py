@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from livekit import pem_to_der, served_certificate
 from sentinelgroup import ADDRESSES, REPO, Group, Node, platform_vars, sentinel_group, wait
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -194,19 +193,15 @@ def test_the_roles_tls_handler_makes_each_running_server_serve_a_rotated_certifi
         changed = _run_role(group, n, out, ROTATE, rotate_cert=str(d.layout.cert(n.name, "server")),
                             rotate_key=str(d.layout.key(n.name, "server")), _redis_service="no-such-service")
         assert changed == 2  # the files, and the handler's CONFIG SET
-        leaf = d.layout.cert(n.name, "server").read_text().split("-----END CERTIFICATE-----")[0]
-        assert _served(group, n) == ssl.PEM_cert_to_DER_cert(leaf + "-----END CERTIFICATE-----\n")
+        assert _served(group, n) == pem_to_der(d.layout.cert(n.name, "server"))
     assert {n.name: n.pid("redis") for n in group.nodes} == pids
 
 
 def _served(group: Group, node: Node) -> bytes:
     """The DER certificate *node*'s server presents to a new TLS connection now."""
-    ctx = ssl.create_default_context(cafile=group.tls["ssl_ca_certs"])
-    ctx.load_cert_chain(group.tls["ssl_certfile"], group.tls["ssl_keyfile"])
-    ctx.check_hostname = False
-    with socket.create_connection((node.address, group.port), timeout=5) as sock:
-        with ctx.wrap_socket(sock) as tls:
-            return tls.getpeercert(binary_form=True)
+    tls = group.tls
+    return served_certificate(node.address, group.port, Path(tls["ssl_ca_certs"]), Path(tls["ssl_certfile"]),
+                              Path(tls["ssl_keyfile"]))
 
 
 # --------------------------------------------------------------------------- Celery through Sentinel

@@ -7,8 +7,6 @@ app: the local deployment's (conftest.py) or a cluster's (test_cluster_faults.py
 from __future__ import annotations
 
 import os
-import socket
-import ssl
 import threading
 import time
 import traceback
@@ -230,22 +228,6 @@ def fault_runs(new: Callable[[str], FaultRun]) -> Iterator[Callable[[str], Fault
     finally:
         for r in runs:
             r.close()
-
-
-def served_certificate(address: str, port: int, ca: Path, cert: Path, key: Path) -> bytes:
-    """The DER certificate the TLS server at *address*:*port* presents to a new connection
-    now, seen by a client with *cert* (verified against *ca*)."""
-    from celery_provision import verify
-
-    ctx = verify.tls_client_context(ca, cert, key)
-    with socket.create_connection((address, port), timeout=10) as sock:
-        with ctx.wrap_socket(sock, server_hostname=address) as tls:
-            return tls.getpeercert(binary_form=True)
-
-
-def pem_to_der(path: Path) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(path.read_text().split("-----END CERTIFICATE-----")[0]
-                                    + "-----END CERTIFICATE-----\n")
 
 
 class Publisher(threading.Thread):

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import amqp.exceptions
-import livekit
 import pytest
-from harness import TASKS, FaultRun, fault_runs, pem_to_der, served_certificate, tasks_flowing
+from harness import TASKS, FaultRun, fault_runs, tasks_flowing
+from livekit import pem_to_der, served_certificate, stop_worker
 from rabbitcluster import NODES, ClusterNode, Live, install_tls, live_cluster, start_worker
 
 pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.alone]
@@ -36,7 +36,7 @@ def worker(live: Live) -> Iterator[Any]:
     """One worker (two pool processes) through every fault: it must reconnect by itself."""
     proc = start_worker(live, concurrency=2)
     yield proc
-    livekit.stop_worker(proc)
+    stop_worker(proc)
 
 
 @pytest.fixture

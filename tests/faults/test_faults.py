@@ -17,12 +17,11 @@ from harness import (
     FaultRun,
     Worker,
     answers_ping,
-    pem_to_der,
-    served_certificate,
     tasks_flowing,
     wait_for,
 )
 from livedeploy import REPO, LocalDeployment, platform_var, run
+from livekit import pem_to_der, served_certificate
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 

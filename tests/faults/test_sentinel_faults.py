@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import TASKS, FaultRun, fault_runs, pem_to_der, served_certificate, tasks_flowing
+from harness import TASKS, FaultRun, fault_runs, tasks_flowing
+from livekit import pem_to_der, served_certificate
 from sentinelgroup import Group, Node, sentinel_group, wait
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]

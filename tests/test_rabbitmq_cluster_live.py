@@ -216,7 +216,8 @@ def _role_restart(node: ClusterNode, tmp_path: Path, timeout: int) -> str:
              "tasks": [{"ansible.builtin.include_role": {"name": "rabbitmq", "tasks_from": "restart.yml"}}]}]
     (tmp_path / "restart.yml").write_text(yaml.safe_dump(play))
     extra = {"rabbitmq_cluster": True, "rabbitmq_nodename": node.name, "rabbitmq_restart_quorum_timeout": timeout,
-             "_rabbitmq_upgrade": str(_BIN / "rabbitmq-upgrade"), "_rabbitmq_service": NO_SUCH_SERVICE,
+             "_rabbitmq_rabbitmqctl": str(_BIN / "rabbitmqctl"), "_rabbitmq_upgrade": str(_BIN / "rabbitmq-upgrade"),
+             "_rabbitmq_service": NO_SUCH_SERVICE,
              "ansible_python_interpreter": sys.executable}
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-e", json.dumps(extra),
                            str(tmp_path / "restart.yml")], capture_output=True, text=True, cwd=REPO,
@@ -230,6 +231,16 @@ def _role_restart(node: ClusterNode, tmp_path: Path, timeout: int) -> str:
 
 def test_the_roles_restart_of_a_node_goes_ahead_when_every_peer_is_up(live: Live, tmp_path: Path) -> None:
     assert _role_restart(live.nodes[1], tmp_path, timeout=30) == RESTART_TASK
+
+
+def test_the_roles_restart_of_a_node_that_is_not_running_does_not_wait(live: Live, tmp_path: Path) -> None:
+    stopped = live.nodes[2]
+    stopped.halt()
+    try:
+        assert _role_restart(stopped, tmp_path, timeout=30) == RESTART_TASK
+    finally:
+        stopped.launch()
+        stopped.await_boot()
 
 
 def test_the_roles_restart_of_a_node_waits_while_a_peer_is_down_and_leaves_the_node_running(
